@@ -1,0 +1,86 @@
+"""`treadle data countdown`: write train.parquet and val.parquet of solvable problems."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+# Flag name -> CountdownConfig field. Flags left out keep the --config's (or default) value.
+FLAGS = {
+    "numbers": "numbers",
+    "max_number": "max_number",
+    "target_min": "target_min",
+    "target_max": "target_max",
+    "train": "num_train",
+    "val": "num_val",
+    "seed": "seed",
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="generate task data sets")
+    tasks = data.add_subparsers(dest="task", required=True, metavar="TASK")
+    p = tasks.add_parser(
+        "countdown",
+        help="solvable Countdown problems (APR's rules) as Parquet",
+        description="Write DIR/train.parquet and DIR/val.parquet (columns id, numbers, target). "
+        "Defaults are APR's setting (countdown-4); --config takes the task section of an "
+        "experiment file, and any flag given overrides it.",
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument("--config", metavar="CONFIG", help="experiment YAML whose task section to use")
+    p.add_argument("--numbers", type=int, help="numbers per problem (default 4)")
+    p.add_argument("--max-number", type=int, help="numbers are drawn from 1 .. max-number - 1 (default 100)")
+    p.add_argument("--target-min", type=int, help="smallest target (default 10)")
+    p.add_argument("--target-max", type=int, help="largest target (default 100)")
+    p.add_argument("--train", type=int, help="training problems (default 500000)")
+    p.add_argument("--val", type=int, help="validation problems, never in train (default 1000)")
+    p.add_argument("--seed", type=int, help="generator seed (default 0)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from configs.typed import build, to_dict
+    from reasoning.countdown.config import CountdownConfig
+
+    settings = to_dict(_base_task(args.config))
+    settings.update({field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag) is not None})
+    config = build(CountdownConfig, settings, path="task")
+    return _generate(config, args.out)
+
+
+def _base_task(config_path: str | None):
+    from reasoning.countdown.config import CountdownConfig
+
+    if config_path is None:
+        return CountdownConfig()
+    from configs.experiment import load_config
+
+    return load_config(config_path).task
+
+
+def _generate(config, out: Path) -> int:
+    from tqdm import tqdm
+
+    from reasoning.countdown.problem_files import write_problems
+    from reasoning.countdown.problems import ProblemSpaceExhausted, generate_problems
+
+    from actors.errors import UsageError
+
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    total = config.num_train + config.num_val
+    with tqdm(total=total, unit="problem", file=sys.stderr, disable=None) as bar:
+        try:
+            train, val = generate_problems(config, progress=bar.update)
+        except ProblemSpaceExhausted as e:
+            raise UsageError(str(e)) from None
+    for name, problems in (("train", train), ("val", val)):
+        tmp = out / f".{name}.parquet.tmp"
+        write_problems(tmp, problems)
+        os.replace(tmp, out / f"{name}.parquet")
+    seconds = time.perf_counter() - start
+    print(f"wrote {len(train)} train and {len(val)} val problems to {out} in {seconds:.1f} s")
+    return 0

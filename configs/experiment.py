@@ -1,0 +1,45 @@
+"""The root of the config tree: one experiment = task + tokenizer + model (+ later stages).
+
+    config = load_config("configs/countdown-3.yaml", ["task.num_train=1000"])
+
+The whole tree is built and validated here, before any data, model or Ray is touched.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from configs.loading import apply_overrides, read_yaml
+from configs.typed import build, require
+from learner.presets import ModelConfig
+from reasoning.countdown.config import CountdownConfig, TokenizerConfig
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment; each YAML file in configs/ fills some of these sections."""
+
+    name: str = "countdown-3"
+    """Experiment name (letters, digits, . _ -); runs are written under runs/<name>."""
+    task: CountdownConfig = field(default_factory=CountdownConfig)
+    """The Countdown problems."""
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """The tokenizer built for a fresh model."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy model."""
+
+    def validate(self) -> None:
+        require(
+            NAME_PATTERN.fullmatch(self.name) is not None,
+            "name",
+            f"must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit; got {self.name!r}",
+        )
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment file; raises ConfigError naming each bad key."""
+    data = apply_overrides(read_yaml(path), list(overrides or []))
+    return build(ExperimentConfig, data)

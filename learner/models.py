@@ -1,0 +1,73 @@
+"""Building, saving and loading Llama-family policy models in Hugging Face format.
+
+A preset becomes a `transformers.LlamaConfig` sized to the tokenizer; a checkpoint
+directory holds the model (config.json + safetensors) and its tokenizer side by side, so
+`AutoModelForCausalLM.from_pretrained(dir)` and `AutoTokenizer.from_pretrained(dir)` load
+it offline. Loading any local Llama-family checkpoint works the same way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import PreTrainedTokenizerBase
+
+from learner.presets import PRESETS, ModelConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CheckpointError(ValueError):
+    """A model directory that cannot be loaded; the message names the directory and file."""
+
+
+def llama_config(preset: str, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    shape = PRESETS[preset]
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_position_embeddings,
+        tie_word_embeddings=shape.tie_word_embeddings,
+        rms_norm_eps=1e-5,
+        rope_theta=10_000.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def init_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A randomly initialised preset model; the same seed gives the same weights."""
+    torch.manual_seed(config.init_seed)
+    model = LlamaForCausalLM(llama_config(config.preset, tokenizer))
+    return model.to(DTYPES[config.dtype])
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Distinct parameters (a tied embedding and head count once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+
+
+def load_model(directory: str | Path, dtype: str = "float32") -> PreTrainedModel:
+    """Load a local Hugging Face causal LM checkpoint, offline."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(f"{directory}: not a model checkpoint (no config.json)")
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(directory), dtype=DTYPES[dtype], local_files_only=True
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{directory}: cannot load the model: {e}") from None

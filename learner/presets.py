@@ -1,0 +1,48 @@
+"""Model presets: Llama-architecture shapes that treadle can build from nothing.
+
+`tiny` trains on a laptop CPU in minutes, `small` is the largest that is still practical
+there, and `apr-228m` is the model of "Learning Adaptive Parallel Reasoning with Language
+Models" (APR) for GPU users. The vocabulary size comes from the tokenizer, so parameter
+counts below are for the Countdown tokenizer (about 1,100 tokens); `treadle model init`
+prints the exact count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from configs.typed import bounds, one_of
+
+
+@dataclass(frozen=True)
+class Preset:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+
+
+PRESETS: dict[str, Preset] = {
+    # ~1.0M parameters; two KV heads so grouped-query attention is exercised everywhere.
+    "tiny": Preset(128, 4, 4, 2, 384, 1024, tie_word_embeddings=True),
+    # ~13M parameters.
+    "small": Preset(384, 8, 6, 2, 1024, 2048, tie_word_embeddings=True),
+    # APR's: 18 layers, hidden 1024, 16 heads, FFN 2752, context 4096; ~228M parameters.
+    "apr-228m": Preset(1024, 18, 16, 16, 2752, 4096, tie_word_embeddings=False),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Which policy model to start from."""
+
+    preset: str = field(default="tiny", metadata=one_of(*PRESETS))
+    """Shape of a freshly initialised model (ignored when `path` is set)."""
+    path: str | None = None
+    """A local Hugging Face checkpoint directory to load instead of a preset."""
+    init_seed: int = field(default=0, metadata=bounds(ge=0, le=2**63 - 1))
+    """Seed of the random initialisation of a preset."""
+    dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16", "float16"))
+    """Parameter dtype; float32 on CPU."""

@@ -1,0 +1,27 @@
+"""The thread markup a model emits to fork and join, shared by traces, tokenizer and runtime.
+
+Every tag is one token of the project's tokenizers, so a controller can stop generation
+on a tag id and a protocol can parse the markup without looking inside words.
+- APR spawn/join: a parent writes `<spawn>` with one child prompt per `<thread>` and
+  `</spawn>`; the runtime runs the children and inserts their results between `<join>`
+  and `</join>` (observed, not trained, in the parent).
+- Parallel blocks (ThreadWeaver / Multiverse): `<parallel>` holds `<thread>` branches
+  that continue the parent's prefix, then `</parallel>` and a `<conclusion>`.
+- `<answer>` wraps the final expression the verifier reads.
+"""
+
+SPAWN_OPEN, SPAWN_CLOSE = "<spawn>", "</spawn>"
+JOIN_OPEN, JOIN_CLOSE = "<join>", "</join>"
+PARALLEL_OPEN, PARALLEL_CLOSE = "<parallel>", "</parallel>"
+THREAD_OPEN, THREAD_CLOSE = "<thread>", "</thread>"
+CONCLUSION_OPEN, CONCLUSION_CLOSE = "<conclusion>", "</conclusion>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+
+MARKUP_TAGS: tuple[str, ...] = (
+    SPAWN_OPEN, SPAWN_CLOSE,
+    JOIN_OPEN, JOIN_CLOSE,
+    PARALLEL_OPEN, PARALLEL_CLOSE,
+    THREAD_OPEN, THREAD_CLOSE,
+    CONCLUSION_OPEN, CONCLUSION_CLOSE,
+    ANSWER_OPEN, ANSWER_CLOSE,
+)  # fmt: skip

@@ -1,0 +1,82 @@
+"""Model presets: sizes, Hugging Face save/load offline, deterministic initialisation."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from learner.models import CheckpointError, count_parameters, init_model, llama_config, load_model, save_model
+from learner.presets import PRESETS, ModelConfig
+from reasoning.countdown.tokenizer import build_tokenizer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.mark.parametrize(
+    "preset, low, high", [("tiny", 0.7e6, 1.5e6), ("small", 10e6, 20e6), ("apr-228m", 220e6, 236e6)]
+)
+def test_preset_sizes(tokenizer, preset, low, high):
+    with torch.device("meta"):  # no memory, no time: shapes only
+        model = LlamaForCausalLM(llama_config(preset, tokenizer))
+    assert low <= count_parameters(model) <= high
+
+
+def test_apr_shape_is_the_papers():
+    shape = PRESETS["apr-228m"]
+    assert (shape.num_layers, shape.hidden_size, shape.num_heads, shape.intermediate_size) == (18, 1024, 16, 2752)
+    assert shape.max_position_embeddings == 4096
+
+
+def test_vocabulary_and_special_ids_come_from_the_tokenizer(tokenizer):
+    config = llama_config("tiny", tokenizer)
+    assert config.vocab_size == len(tokenizer)
+    assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (1, 2, 0)
+
+
+def test_same_seed_same_weights(tokenizer):
+    a = init_model(ModelConfig(init_seed=3), tokenizer).state_dict()
+    b = init_model(ModelConfig(init_seed=3), tokenizer).state_dict()
+    c = init_model(ModelConfig(init_seed=4), tokenizer).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["model.embed_tokens.weight"], c["model.embed_tokens.weight"])
+
+
+def test_save_and_load_offline_with_auto_classes(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = init_model(ModelConfig(), tokenizer).eval()
+    save_model(model, tokenizer, tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+    loaded_tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
+    ids = torch.tensor([loaded_tokenizer.encode("24|3 5 7 2\n<answer>")])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, loaded(ids).logits)
+    assert torch.equal(load_model(tmp_path)(ids).logits, model(ids).logits)
+
+
+def test_loading_a_non_checkpoint_names_the_directory(tmp_path):
+    with pytest.raises(CheckpointError, match=f"{tmp_path}: not a model checkpoint"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match=str(tmp_path)):
+        load_model(tmp_path)
+
+
+def test_model_init_command(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "actors.cli", "model", "init", "--config", "configs/countdown-3.yaml",
+         "--out", str(tmp_path), "model.init_seed=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "wrote tiny (" in result.stdout
+    assert load_model(tmp_path).config.num_hidden_layers == PRESETS["tiny"].num_layers
