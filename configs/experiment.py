@@ -1,4 +1,4 @@
-"""The root of the config tree: one experiment = task + tokenizer + model (+ later stages).
+"""The root of the config tree: one experiment = task, tokenizer, model and its stages.
 
     config = load_config("configs/countdown-3.yaml", ["task.num_train=1000"])
 
@@ -13,7 +13,11 @@ from pathlib import Path
 from configs.loading import apply_overrides, read_yaml
 from configs.typed import build, require
 from learner.presets import ModelConfig
-from reasoning.countdown.config import CountdownConfig, TokenizerConfig
+from learner.sft_config import SFTConfig
+from reasoning.controllers.limits import ThreadLimits
+from reasoning.countdown.config import CountdownConfig, TokenizerConfig, TraceConfig
+from reasoning.eval.config import EvalConfig
+from rollout.config import EngineConfig
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -30,6 +34,18 @@ class ExperimentConfig:
     """The tokenizer built for a fresh model."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy model."""
+    traces: TraceConfig = field(default_factory=TraceConfig)
+    """Search traces for the supervised stage."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """The supervised stage."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """The generation engine of evaluation and rollouts."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation (`treadle eval`)."""
+    threads: ThreadLimits = field(default_factory=ThreadLimits)
+    """Bounds of the parallel-reasoning runtime (APR mode)."""
+    run_dir: str = ""
+    """Where this experiment writes; empty means runs/<name>."""
 
     def validate(self) -> None:
         require(
@@ -37,6 +53,10 @@ class ExperimentConfig:
             "name",
             f"must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit; got {self.name!r}",
         )
+
+
+def run_dir(config: ExperimentConfig) -> Path:
+    return Path(config.run_dir or f"runs/{config.name}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 
 from reward.expression_format import ExpressionFormat
 from reward.formats import AnswerFormat
+from reward.trace_format import TraceFormat
 from reward.verdict import Reason, Verdict
 
 MAX_OUTPUT_CHARS = 65_536
 
-DEFAULT_FORMATS: tuple[AnswerFormat, ...] = (ExpressionFormat(),)
+DEFAULT_FORMATS: tuple[AnswerFormat, ...] = (TraceFormat(), ExpressionFormat())
 
 
 def verify_countdown(

@@ -25,6 +25,7 @@ class Reason(str, enum.Enum):
     WRONG_NUMBERS = "wrong_numbers"  # numbers used differ from the given multiset
     WRONG_VALUE = "wrong_value"  # well-formed, right numbers, wrong result
     DIVISION_BY_ZERO = "division_by_zero"
+    BAD_STEP = "bad_step"  # a line of a solution path is wrong arithmetic or a wrong state
     TOO_LONG = "too_long"  # output or answer exceeds a size limit; not scanned
     BAD_RECORD = "bad_record"  # the problem record (numbers/target) is malformed
 

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     settings = to_dict(_base_task(args.config))
     settings.update({field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag) is not None})
     config = build(CountdownConfig, settings, path="task")
-    return _generate(config, args.out)
+    generate_files(config, args.out)
+    return 0
 
 
 def _base_task(config_path: str | None):
@@ -61,7 +62,8 @@ def _base_task(config_path: str | None):
     return load_config(config_path).task
 
 
-def _generate(config, out: Path) -> int:
+def generate_files(config, out: Path) -> None:
+    """Write out/train.parquet and out/val.parquet for a CountdownConfig."""
     from tqdm import tqdm
 
     from reasoning.countdown.problem_files import write_problems
@@ -83,4 +85,3 @@ def _generate(config, out: Path) -> int:
         os.replace(tmp, out / f"{name}.parquet")
     seconds = time.perf_counter() - start
     print(f"wrote {len(train)} train and {len(val)} val problems to {out} in {seconds:.1f} s")
-    return 0

@@ -22,14 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from configs.experiment import ExperimentConfig, load_config
-    from configs.typed import build
-    from configs.loading import apply_overrides
+    from actors.commands.common import load_experiment
 
-    if args.config is not None:
-        config = load_config(args.config, args.overrides)
-    else:
-        config = build(ExperimentConfig, apply_overrides({}, args.overrides))
+    config = load_experiment(args.config, args.overrides)
 
     from learner.models import count_parameters, init_model, save_model
     from reasoning.countdown.tokenizer import build_tokenizer

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from configs.typed import bounds, require
+from configs.typed import bounds, one_of, require
 
 
 @dataclass
@@ -44,3 +44,33 @@ class TokenizerConfig:
     number_digits: int = field(default=3, metadata=bounds(ge=1, le=4))
     """Numbers of up to this many digits are one token each; longer ones are spelled digit
     by digit. 1 spells every number out; 4 makes a vocabulary of over 10,000 tokens."""
+
+
+@dataclass
+class TraceConfig:
+    """How `treadle traces` and `treadle sft` write search traces (reasoning/countdown/traces.py)."""
+
+    kind: str = field(default="sos", metadata=one_of("sos", "apr"))
+    """sos: one sequential search thread; apr: spawn/join thread trees."""
+    sub_calls_min: int = field(default=2, metadata=bounds(ge=1, le=16))
+    """APR: fewest children per spawn; each episode draws its `Sub Call Budget` uniformly
+    from sub_calls_min .. sub_calls_max, so the model learns to follow the budget."""
+    sub_calls_max: int = field(default=4, metadata=bounds(ge=1, le=16))
+    """APR: most children per spawn."""
+    max_depth: int = field(default=2, metadata=bounds(ge=1, le=4))
+    """APR: how many levels of threads may fork (1 = only the root spawns)."""
+    beam: int = field(default=0, metadata=bounds(ge=0, le=64))
+    """Most steps tried at a node (0 = all): smaller beams give shorter traces that fail more."""
+    max_tokens: int = field(default=1024, metadata=bounds(ge=16, le=65_536))
+    """Episodes with a thread longer than this (prompt + output) are left out."""
+    include_failed: bool = False
+    """Keep traces whose search found no solution (they end with `Fail`)."""
+    seed: int = field(default=0, metadata=bounds(ge=0, le=2**63 - 1))
+    """Seed of the search's tie-breaking and of the sub-call budgets."""
+
+    def validate(self) -> None:
+        require(
+            self.sub_calls_min <= self.sub_calls_max,
+            "sub_calls_min",
+            f"must be <= sub_calls_max ({self.sub_calls_min} > {self.sub_calls_max})",
+        )

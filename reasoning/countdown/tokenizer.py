@@ -11,13 +11,14 @@ digit, and `007` is three digits. The decoder concatenates token strings, so dec
 encoding gives the text back exactly for any printable ASCII text; anything else becomes
 <unk>. No BOS or EOS is added by `encode`: callers add them where they belong.
 
-Choice of number_digits (default 3, measured by `python -m benchmarks.tokenizer_lengths`,
-figures in the README): spelling numbers digit by digit makes depth-first search logs
-about 42% longer than whole numbers up to 999 on 3-number problems and 29% longer on
-4-number ones; stopping at two digits still costs 13%. Three digits give a vocabulary
-of about 1,100 tokens, which even the `tiny` preset's embedding carries easily, and turn
-each arithmetic step into a lookup the model can memorise instead of long
-multiplication spelled out digit by digit.
+Choice of number_digits (default 3, measured by `python -m benchmarks.tokenizer_lengths`
+on the SoS+ traces that SFT trains on; figures in the README): spelling numbers digit by
+digit makes traces 37% longer than whole numbers up to 999, on 3- and on 4-number
+problems alike; stopping at two digits costs 5% on 3-number and 13% on 4-number
+problems, whose intermediate results often pass 99. Three digits give a vocabulary of
+1,111 tokens, which even the `tiny` preset's embedding carries easily, and turn each
+arithmetic step into a lookup the model can memorise instead of long multiplication
+spelled out digit by digit.
 """
 from __future__ import annotations
 

@@ -28,9 +28,12 @@ def test_no_answer():
 
 
 def test_bad_syntax():
-    verdict = check([1, 2], 3, "1 + 2 =")
+    verdict = check([1, 2], 3, "1 + 2 )")
     assert (verdict.reward, verdict.reason) == (0.0, Reason.BAD_SYNTAX)
-    assert verdict.detail == "unexpected character '=' at position 6"
+    assert "')'" in verdict.detail and "position 6" in verdict.detail
+    # With an '=' the answer is read as a solution path (reward/trace_format.py).
+    verdict = check([1, 2], 3, "1 + 2 =")
+    assert (verdict.reason, verdict.detail) == (Reason.BAD_SYNTAX, "step 1: not a step line: '1 + 2 ='")
 
 
 def test_wrong_numbers():
@@ -173,7 +176,7 @@ def test_first_applicable_format_decides():
 
 
 def test_no_applicable_format_lists_the_formats_tried():
-    trace = FixedFormat("trace", "<trace>", Verdict.correct())
-    verdict = verify_countdown([1, 2], 3, "nothing", formats=(trace, *DEFAULT_FORMATS))
+    custom = FixedFormat("custom", "<custom>", Verdict.correct())
+    verdict = verify_countdown([1, 2], 3, "nothing", formats=(custom, *DEFAULT_FORMATS))
     assert verdict.reason is Reason.NO_ANSWER
-    assert verdict.detail == "no answer found (formats tried: trace, expression)"
+    assert verdict.detail == "no answer found (formats tried: custom, trace, expression)"

@@ -42,6 +42,7 @@ def test_reason_serialises_as_its_value():
         "wrong_numbers",
         "wrong_value",
         "division_by_zero",
+        "bad_step",
         "too_long",
         "bad_record",
     }

@@ -1,0 +1,93 @@
+"""`treadle eval CONFIG --problems FILE --mode MODE --out DIR`: accuracy and cost of a model.
+
+Runs every problem through the mode's controller on the configured engine
+(`engine.backend`) - `sequential` for one-thread models, `apr` for spawn/join models
+within the `threads` limits - verifies each output, and writes DIR/summary.json (see
+reasoning/eval/harness.py for the fields; `curves` holds APR's budget curves, see
+reasoning/eval/curves.py), DIR/results.jsonl (one line a problem, with the output) and a
+PNG plot of each curve. The model is `eval.checkpoint`, by default <run_dir>/final.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+MODES = ("sequential", "apr")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint on held-out problems",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG", help="experiment YAML")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. eval.checkpoint=DIR")
+    p.add_argument("--problems", required=True, type=Path, metavar="FILE", help="problems (.parquet or .jsonl)")
+    p.add_argument("--mode", required=True, choices=MODES, help="how the model reasons")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from actors.errors import UsageError
+    from configs.experiment import load_config, run_dir
+    from reasoning.countdown.problem_files import ProblemFileError, read_problems
+
+    config = load_config(args.config, args.overrides)
+    checkpoint = Path(config.eval.checkpoint or run_dir(config) / "final")
+    if not (checkpoint / "config.json").is_file():
+        raise UsageError(f"{checkpoint}: no model checkpoint (train one, or set eval.checkpoint=DIR)")
+    try:
+        problems = read_problems(args.problems)
+    except ProblemFileError as e:
+        raise UsageError(str(e)) from None
+    if config.eval.num_problems:
+        problems = problems[: config.eval.num_problems]
+    summary = evaluate(config, checkpoint, problems, args.mode, args.out)
+    print(json.dumps({k: summary[k] for k in ("accuracy", "num_problems", "accuracy_unseen", "num_unseen", "mean_total_tokens")}))
+    print(f"wrote {args.out / 'summary.json'} and {args.out / 'results.jsonl'}")
+    return 0
+
+
+def evaluate(config, checkpoint: Path, problems, mode: str, out: Path) -> dict:
+    import asyncio
+    from functools import partial
+
+    from tqdm import tqdm
+
+    from learner.checkpoint import load_trained_keys
+    from reasoning.controllers.apr import AprController
+    from reasoning.controllers.sequential import run_sequential
+    from reasoning.countdown.tokenizer import load_tokenizer
+    from reasoning.eval.curves import budget_curves
+    from reasoning.eval.harness import episode_record, run_all, summarize
+    from reasoning.eval.plots import plot_curves
+    from rollout.factory import make_engine
+    from rollout.engine import SamplingParams
+
+    tokenizer = load_tokenizer(checkpoint)
+    engine = make_engine(config.engine.backend, checkpoint, tokenizer, config.engine)
+    sampling = SamplingParams(max_tokens=config.eval.max_new_tokens, temperature=0.0)
+    if mode == "apr":
+        controller = AprController(engine, tokenizer, sampling, config.threads).run
+    else:
+        controller = partial(run_sequential, engine, tokenizer, sampling=sampling)
+    start = time.perf_counter()
+    with tqdm(total=len(problems), unit="problem", file=sys.stderr, disable=None) as bar:
+        episodes = asyncio.run(run_all(problems, controller, config.eval.max_concurrent, bar.update))
+    summary = summarize(episodes, load_trained_keys(checkpoint))
+    summary["curves"] = budget_curves(episodes)
+    summary.update(mode=mode, checkpoint=str(checkpoint), backend=config.engine.backend,
+                   wall_s=round(time.perf_counter() - start, 2))  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with (out / "results.jsonl").open("w") as f:
+        for episode in episodes:
+            f.write(json.dumps(episode_record(episode)) + "\n")
+    plot_curves({f"{mode} ({checkpoint.name})": summary}, out)
+    return summary

@@ -1,0 +1,186 @@
+"""`treadle bench engine`: the paged engine against transformers generate, and prefix sharing.
+
+    treadle bench engine [--json]        (or: python -m benchmarks.engine [--json])
+
+Throughput: the `tiny` preset with fixed-seed random weights, 64 prompts of 32 random
+token ids (new ones each repeat, the same for both backends), temperature-1 sampling of exactly 128 new tokens each (ignore_eos), submitted
+at once through the Engine protocol (`make_engine("paged" | "hf", ...)`, the async API
+callers use). Each backend runs `--repeats` times, interleaved with the other so that
+load from other processes hits both alike; the best run of each is reported (on a
+shared machine the fastest run is the one least disturbed). Threads: torch uses
+`--threads` (default: every core) in both.
+
+Fork: a parent request computes a 256-token prefix (max_tokens=1), then 8 children whose
+prompt is that prefix each sample 64 tokens (different seeds), with the prefix cache on
+and off. The core is stepped directly so the KV blocks in use can be read after every
+step; `fork_kv_blocks` is the peak over the children's run and `fork_prefill_tokens`
+the prefill the children computed. The goal for the block ratio is
+(P + k*S) / (k * (P + S)): the prefix stored once plus each child's own tokens.
+
+The last line printed is one JSON object with every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+
+# torch is imported inside the functions: `treadle bench --help` builds this module's
+# arguments and must not pay for it.
+
+BATCH, PROMPT_LEN, NEW_TOKENS = 64, 32, 128
+FORK_PREFIX, FORK_CHILDREN, FORK_NEW_TOKENS = 256, 8, 64
+
+
+def build_model():
+    from learner.models import init_model
+    from learner.presets import ModelConfig
+    from reasoning.countdown.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    return init_model(ModelConfig(preset="tiny", init_seed=0), tokenizer).eval(), tokenizer
+
+
+def random_prompts(num: int, length: int, vocab_size: int, seed: int) -> list[list[int]]:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(4, vocab_size, (num, length), generator=generator).tolist()
+
+
+async def timed_batch(engine, prompts, sampling) -> tuple[float, int]:
+    start = time.perf_counter()
+    completions = await asyncio.gather(*(engine.generate(p, sampling) for p in prompts))
+    seconds = time.perf_counter() - start
+    for c in completions:
+        assert c.error is None and len(c.token_ids) == sampling.max_tokens, (c.finish_reason, c.error)
+    return seconds, sum(len(c.token_ids) for c in completions)
+
+
+def throughput(model, tokenizer, repeats: int) -> dict:
+    from rollout import EngineConfig, SamplingParams, make_engine
+
+    sampling = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0, ignore_eos=True)
+    engines = {
+        "paged": make_engine("paged", model, tokenizer, EngineConfig(backend="paged", max_num_seqs=BATCH)),
+        "hf": make_engine("hf", model, tokenizer, EngineConfig(backend="hf", max_num_seqs=BATCH)),
+    }
+    best = {name: float("inf") for name in engines}
+    tokens = {}
+
+    async def measure():
+        warm = SamplingParams(max_tokens=4, temperature=1.0, ignore_eos=True)
+        for engine in engines.values():
+            await timed_batch(engine, random_prompts(4, PROMPT_LEN, model.config.vocab_size, seed=0), warm)
+        for repeat in range(repeats):
+            # Fresh prompts each repeat, so no run is helped by the prefix cache of the last.
+            prompts = random_prompts(BATCH, PROMPT_LEN, model.config.vocab_size, seed=1 + repeat)
+            for name, engine in engines.items():
+                seconds, tokens[name] = await timed_batch(engine, prompts, sampling)
+                best[name] = min(best[name], seconds)
+
+    asyncio.run(measure())
+    for engine in engines.values():
+        engine.close()
+    paged, hf = tokens["paged"] / best["paged"], tokens["hf"] / best["hf"]
+    return {
+        "paged_tokens_per_s": round(paged, 1),
+        "hf_tokens_per_s": round(hf, 1),
+        "speedup_vs_hf": round(paged / hf, 2),
+        "paged_seconds": round(best["paged"], 3),
+        "hf_seconds": round(best["hf"], 3),
+    }
+
+
+def fork(model, caching: bool) -> dict:
+    from rollout import EngineConfig, SamplingParams
+    from rollout.paged.core import PagedCore
+    from rollout.requests import Request
+
+    core = PagedCore.from_model(model, EngineConfig(num_kv_blocks=512, enable_prefix_caching=caching))
+    prefix = random_prompts(1, FORK_PREFIX, model.config.vocab_size, seed=1000)[0]
+    core.add_request(Request("parent", prefix, SamplingParams(max_tokens=1, temperature=0)))
+    while core.has_unfinished():
+        core.step()
+    before = core.stats()
+    for child in range(FORK_CHILDREN):
+        sampling = SamplingParams(max_tokens=FORK_NEW_TOKENS, temperature=1.0, seed=child, ignore_eos=True)
+        core.add_request(Request(f"child-{child}", prefix, sampling))
+    peak_blocks, start = 0, time.perf_counter()
+    while core.has_unfinished():
+        core.step()
+        peak_blocks = max(peak_blocks, core.stats().kv_blocks_in_use)
+    seconds = time.perf_counter() - start
+    after = core.stats()
+    return {
+        "prefill_tokens": after.prefill_tokens_computed - before.prefill_tokens_computed,
+        "kv_blocks": peak_blocks,
+        "seconds": round(seconds, 3),
+    }
+
+
+def run(repeats: int = 3, threads: int | None = None) -> dict:
+    import torch
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    model, tokenizer = build_model()
+    figures = {"threads": torch.get_num_threads(), "batch": BATCH, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS}
+    figures.update(throughput(model, tokenizer, repeats))
+    cached, uncached = fork(model, caching=True), fork(model, caching=False)
+    p, s, k = FORK_PREFIX, FORK_NEW_TOKENS, FORK_CHILDREN
+    figures.update({
+        "fork_prefill_tokens": cached["prefill_tokens"],
+        "fork_prefill_tokens_without_cache": uncached["prefill_tokens"],
+        "fork_kv_blocks": cached["kv_blocks"],
+        "fork_kv_blocks_without_cache": uncached["kv_blocks"],
+        "fork_kv_blocks_ratio": round(cached["kv_blocks"] / uncached["kv_blocks"], 3),
+        "fork_kv_blocks_ratio_goal": round((p + k * s) / (k * (p + s)), 3),
+        "fork_seconds": cached["seconds"],
+        "fork_seconds_without_cache": uncached["seconds"],
+    })
+    return figures
+
+
+def table(f: dict) -> str:
+    rows = [
+        f"engine throughput: tiny preset, batch {f['batch']}, prompt {f['prompt_len']}, "
+        f"{f['new_tokens']} new tokens, {f['threads']} threads (best of repeats)",
+        f"  {'backend':8s} {'tokens/s':>10s} {'seconds':>9s}",
+        f"  {'paged':8s} {f['paged_tokens_per_s']:10.0f} {f['paged_seconds']:9.3f}",
+        f"  {'hf':8s} {f['hf_tokens_per_s']:10.0f} {f['hf_seconds']:9.3f}",
+        f"  speedup paged / hf: {f['speedup_vs_hf']:.2f}x (goal >= 3)",
+        f"fork: {FORK_CHILDREN} children x {FORK_NEW_TOKENS} tokens after a {FORK_PREFIX}-token prefix",
+        f"  {'prefix cache':14s} {'prefill tokens':>15s} {'peak KV blocks':>15s} {'seconds':>8s}",
+        f"  {'on':14s} {f['fork_prefill_tokens']:15d} {f['fork_kv_blocks']:15d} {f['fork_seconds']:8.3f}",
+        f"  {'off':14s} {f['fork_prefill_tokens_without_cache']:15d} {f['fork_kv_blocks_without_cache']:15d} "
+        f"{f['fork_seconds_without_cache']:8.3f}",
+        f"  KV blocks on/off: {f['fork_kv_blocks_ratio']:.3f} (goal <= {f['fork_kv_blocks_ratio_goal']:.3f})",
+    ]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="treadle bench engine", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return report(args)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per backend (best is reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
+
+
+def report(args: argparse.Namespace) -> int:
+    figures = run(repeats=args.repeats, threads=args.threads)
+    if not args.json:
+        print(table(figures))
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Packing variable-length sequences into fixed-size rows, with no attention across them.
+
+Rows of `seq_len` tokens are filled first-fit with whole sequences, in the order given;
+each sequence keeps its own positions (0, 1, ...) and a segment id, and the attention
+mask built from segment ids is block-diagonal and causal, so a packed forward pass equals
+running every sequence alone (tests/learner/test_packing.py). Labels follow the usual
+shift: position p is trained to predict token p + 1 when that token is trainable.
+Plain numpy; torch only for the mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+IGNORE = -100
+
+
+@dataclass
+class PackedBatch:
+    input_ids: np.ndarray  # [rows, seq_len] int64, 0 where padding
+    position_ids: np.ndarray  # [rows, seq_len] int64
+    segment_ids: np.ndarray  # [rows, seq_len] int32; 0 = padding, 1.. = sequence within the row
+    labels: np.ndarray  # [rows, seq_len] int64; IGNORE where nothing is trained
+    num_sequences: int
+
+    @property
+    def num_tokens(self) -> int:
+        return int((self.segment_ids > 0).sum())
+
+    @property
+    def num_trained_tokens(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+
+def pack(
+    sequences: Sequence[tuple[Sequence[int], Sequence[bool]]], seq_len: int, num_rows: int
+) -> PackedBatch:
+    """Pack a prefix of `sequences` ((token ids, trainable flags) pairs) into `num_rows` rows.
+
+    Takes sequences in order while each fits in some row (first fit) and stops at the first
+    that does not; `num_sequences` says how many were taken. Sequences longer than
+    `seq_len` must be filtered out before.
+    """
+    input_ids = np.zeros((num_rows, seq_len), dtype=np.int64)
+    position_ids = np.zeros((num_rows, seq_len), dtype=np.int64)
+    segment_ids = np.zeros((num_rows, seq_len), dtype=np.int32)
+    labels = np.full((num_rows, seq_len), IGNORE, dtype=np.int64)
+    fill = [0] * num_rows
+    segments = [0] * num_rows
+    taken = 0
+    for ids, trainable in sequences:
+        n = len(ids)
+        assert 0 < n <= seq_len and len(trainable) == n, f"sequence of {n} tokens for rows of {seq_len}"
+        row = next((r for r in range(num_rows) if fill[r] + n <= seq_len), None)
+        if row is None:
+            break
+        start, end = fill[row], fill[row] + n
+        segments[row] += 1
+        input_ids[row, start:end] = ids
+        position_ids[row, start:end] = np.arange(n)
+        segment_ids[row, start:end] = segments[row]
+        targets = np.asarray(ids[1:], dtype=np.int64)
+        labels[row, start : end - 1] = np.where(np.asarray(trainable[1:], dtype=bool), targets, IGNORE)
+        fill[row] = end
+        taken += 1
+    return PackedBatch(input_ids, position_ids, segment_ids, labels, taken)
+
+
+def attention_mask(segment_ids):
+    """Block-diagonal causal mask [rows, 1, L, L] (True = may attend) from segment ids."""
+    import torch
+
+    segments = torch.as_tensor(segment_ids)
+    length = segments.shape[-1]
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, :, None] > 0)
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    mask = same & causal
+    # Padding rows attend to themselves only, so softmax never sees an all-masked row.
+    mask |= torch.eye(length, dtype=torch.bool)
+    return mask[:, None]

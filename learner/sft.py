@@ -1,0 +1,149 @@
+"""The supervised stage: next-token training on packed trace sequences.
+
+`SequenceStream` walks the sequences in a seeded order, epoch after epoch, and its
+cursor (epoch, position) is saved in every checkpoint so a resumed run continues with
+exactly the batches it would have seen. `train_sft` runs the loop: packed batches
+(learner/packing.py), token-mean cross-entropy over trainable tokens, AdamW or Muon,
+warmup + cosine, gradient clipping, a progress bar with loss and tokens/s, JSON-lines
+metrics, and resumable checkpoints (learner/checkpoint.py).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from learner.checkpoint import prune_checkpoints, rng_state, save_checkpoint, set_rng_state
+from learner.optim import build_optimizers
+from learner.packing import IGNORE, PackedBatch, attention_mask, pack
+from learner.schedule import warmup_cosine
+from learner.sft_config import SFTConfig
+
+Sequences = Sequence[tuple[Sequence[int], Sequence[bool]]]
+
+
+@dataclass
+class SequenceStream:
+    """Endless seeded epochs over `sequences`, packed a batch at a time."""
+
+    sequences: Sequences
+    seed: int
+    epoch: int = 0
+    position: int = 0
+    _order: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        assert len(self.sequences) > 0, "no sequences to train on"
+        self._order = self._epoch_order(self.epoch)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.sequences))
+
+    def next_batch(self, seq_len: int, rows: int) -> PackedBatch:
+        if self.position >= len(self._order):
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._epoch_order(self.epoch)
+        window = self._order[self.position : self.position + rows * seq_len]
+        batch = pack([self.sequences[i] for i in window], seq_len, rows)
+        assert batch.num_sequences > 0
+        self.position += batch.num_sequences
+        return batch
+
+    @property
+    def cursor(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+
+def packed_loss(model: torch.nn.Module, batch: PackedBatch, device: torch.device | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy over the batch's trained tokens."""
+    device = device or torch.device("cpu")
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model(
+            input_ids=torch.from_numpy(batch.input_ids).to(device),
+            position_ids=torch.from_numpy(batch.position_ids).to(device),
+            attention_mask=attention_mask(batch.segment_ids).to(device),
+        ).logits
+    labels = torch.from_numpy(batch.labels).to(device)
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+
+
+def train_sft(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    sequences: Sequences,
+    config: SFTConfig,
+    run_dir: Path,
+    trained_keys: list,
+    resume_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train `model` in place; returns the final metrics. Checkpoints go to run_dir/checkpoints."""
+    from tqdm import tqdm
+
+    torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    model.to(device).train()
+    optimizers = build_optimizers(
+        model, config.optimizer, config.lr, config.weight_decay, (config.beta1, config.beta2), config.lr
+    )
+    stream = SequenceStream(sequences, config.seed)
+    step = 0
+    if resume_state is not None:
+        for optimizer, state in zip(optimizers, resume_state["optimizers"], strict=True):
+            optimizer.load_state_dict(state)
+        stream = SequenceStream(sequences, config.seed, **resume_state["cursor"])
+        step = resume_state["step"]
+        set_rng_state(resume_state["rng"])
+    metrics_path = run_dir / "sft_metrics.jsonl"
+    checkpoints = run_dir / "checkpoints"
+    window_tokens, window_start = 0, time.perf_counter()
+    last: dict[str, Any] = {}
+    bar = tqdm(total=config.steps, initial=step, unit="step", file=sys.stderr, dynamic_ncols=True)
+    while step < config.steps:
+        batch = stream.next_batch(config.seq_len, config.rows)
+        lr_scale = warmup_cosine(step, 1.0, config.warmup_steps, config.steps, config.min_lr_ratio)
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * lr_scale
+        loss = packed_loss(model, batch, device)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window_tokens += batch.num_tokens
+        if step % config.log_every == 0 or step == config.steps:
+            elapsed = time.perf_counter() - window_start
+            last = {
+                "step": step,
+                "loss": round(loss.item(), 5),
+                "lr": config.lr * lr_scale,
+                "grad_norm": round(float(grad_norm), 4),
+                "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1),
+                "epoch": stream.epoch,
+            }
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(last) + "\n")
+            bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
+            window_tokens, window_start = 0, time.perf_counter()
+        bar.update(1)
+        if step % config.checkpoint_every == 0 and step < config.steps:
+            state = {
+                "step": step,
+                "optimizers": [o.state_dict() for o in optimizers],
+                "cursor": stream.cursor,
+                "rng": rng_state(),
+            }
+            save_checkpoint(checkpoints / f"step-{step}", model, tokenizer, state, trained_keys)
+            prune_checkpoints(checkpoints, config.keep_checkpoints)
+    bar.close()
+    model.to("cpu").eval()
+    return last

@@ -1,0 +1,1 @@
+"""Controllers drive an Engine (rollout/engine.py) through one episode of a thread protocol."""

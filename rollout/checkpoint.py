@@ -1,0 +1,83 @@
+"""Reading Hugging Face checkpoints and checking weight updates, for every backend.
+
+A model source is a checkpoint directory (config.json + *.safetensors, possibly sharded
+with model.safetensors.index.json) or an in-memory `transformers.PreTrainedModel`.
+Parameters are always addressed by their Hugging Face names
+(`model.layers.0.self_attn.q_proj.weight`, ...), the names a learner ships in a weight
+update. Reading `pytorch_model.bin` (pickle) is not supported: save with safetensors.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+
+from rollout.errors import UnsupportedModel, WeightUpdateError
+
+def read_config(source: Any) -> PretrainedConfig:
+    if isinstance(source, PreTrainedModel):
+        return source.config
+    directory = Path(source)
+    if not (directory / "config.json").is_file():
+        raise UnsupportedModel(f"{directory}: not a model checkpoint (no config.json)")
+    return AutoConfig.from_pretrained(str(directory), local_files_only=True)
+
+
+def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
+    """All parameters by Hugging Face name (CPU tensors; shared by reference for a model)."""
+    if isinstance(source, PreTrainedModel):
+        return {name: t.detach() for name, t in source.state_dict().items()}
+    from safetensors.torch import load_file
+
+    directory = Path(source)
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (directory / "model.safetensors").is_file():
+        shards = ["model.safetensors"]
+    else:
+        raise UnsupportedModel(f"{directory}: no model.safetensors (or sharded index) to load")
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        tensors.update(load_file(str(directory / shard), device="cpu"))
+    return tensors
+
+
+def eos_token_ids(config: PretrainedConfig) -> tuple[int, ...]:
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        return ()
+    return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
+
+
+def plan_weight_update(
+    named_arrays: Mapping[str, np.ndarray], targets: Mapping[str, torch.Tensor]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pair each update with the tensor it overwrites, or raise WeightUpdateError.
+
+    Every name and shape is checked before the caller copies anything, so a bad update
+    leaves the weights untouched."""
+    unknown = sorted(set(named_arrays) - set(targets))
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise WeightUpdateError(f"unknown parameter names ({len(unknown)}): {shown}")
+    plan: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for name, array in named_arrays.items():
+        source = torch.as_tensor(np.asarray(array)) if not isinstance(array, torch.Tensor) else array
+        target = targets[name]
+        if tuple(source.shape) != tuple(target.shape):
+            raise WeightUpdateError(f"{name}: shape {tuple(source.shape)}, expected {tuple(target.shape)}")
+        if not source.is_floating_point():
+            raise WeightUpdateError(f"{name}: dtype {source.dtype} is not a floating-point type")
+        plan.append((target, source))
+    return plan
+
+
+@torch.no_grad()
+def apply_weight_update(plan: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for target, source in plan:
+        target.copy_(source)

@@ -1,0 +1,75 @@
+"""Paged decode attention: one query token per sequence against its KV blocks.
+
+    out = paged_decode_torch(q, k_cache, v_cache, DecodeBatch(block_tables, context_lens), scale)
+
+q [B, num_heads, head_dim]; k_cache, v_cache [num_blocks, block_size, num_kv_heads,
+head_dim]; block_tables [B, max_blocks] (entries past a sequence's last block are
+padding and ignored); context_lens [B] (each >= 1: the keys at positions
+0 .. context_len - 1). Grouped-query attention: query head h reads KV head
+h // (num_heads // num_kv_heads). Returns [B, num_heads, head_dim]. A `DecodeBatch` is
+built once per engine step and shared by every layer, so what a kernel derives from the
+block tables (the torch path's gather index and length mask) is computed once.
+
+`paged_decode_torch` is the reference and the CPU path: it gathers each sequence's
+blocks with one `index_select` into a padded [B, max_blocks * block_size] view and runs
+`scaled_dot_product_attention` with an additive length mask, presenting the query heads
+that share a KV head as that head's queries ([B, kv_heads, group, head_dim]), which reads
+each KV head once (twice as fast on CPU as SDPA's `enable_gqa` for a 4:2 model). The Triton kernel
+(`rollout/kernels/paged_decode_triton.py`) walks the block table instead of gathering
+and uses an online softmax; `decode_function("triton")` imports it only when chosen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+KERNELS = ("torch", "triton")
+
+
+@dataclass
+class DecodeBatch:
+    block_tables: torch.Tensor
+    """[B, max_blocks] int64 block ids; padding past a sequence's blocks is ignored."""
+    context_lens: torch.Tensor
+    """[B] int64: sequence b attends to its keys at positions 0 .. context_lens[b] - 1."""
+    _masks: dict = field(default_factory=dict, repr=False)
+
+    def additive_mask(self, block_size: int, dtype: torch.dtype) -> torch.Tensor:
+        """[B, 1, 1, max_blocks * block_size]: 0 for a visible key, -inf for padding."""
+        key = (block_size, dtype)
+        if key not in self._masks:
+            length = self.block_tables.shape[1] * block_size
+            positions = torch.arange(length, device=self.context_lens.device)
+            hidden = positions[None, :] >= self.context_lens[:, None]
+            mask = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device).masked_fill_(hidden, float("-inf"))
+            self._masks[key] = mask[:, None, None, :]
+        return self._masks[key]
+
+
+def paged_decode_torch(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch: DecodeBatch, scale: float
+) -> torch.Tensor:
+    num_seqs, max_blocks = batch.block_tables.shape
+    _, block_size, kv_heads, head_dim = k_cache.shape
+    num_heads = q.shape[1]
+    length = max_blocks * block_size
+    index = batch.block_tables.reshape(-1)
+    k = k_cache.index_select(0, index).view(num_seqs, length, kv_heads, head_dim).transpose(1, 2)
+    v = v_cache.index_select(0, index).view(num_seqs, length, kv_heads, head_dim).transpose(1, 2)
+    grouped = q.view(num_seqs, kv_heads, num_heads // kv_heads, head_dim)
+    mask = batch.additive_mask(block_size, q.dtype)
+    out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=mask, scale=scale)
+    return out.reshape(num_seqs, num_heads, head_dim)
+
+
+def decode_function(kernel: str):
+    """The decode attention implementation named by EngineConfig.decode_kernel."""
+    if kernel == "torch":
+        return paged_decode_torch
+    if kernel == "triton":
+        from rollout.kernels.paged_decode_triton import paged_decode_triton
+
+        return paged_decode_triton
+    raise ValueError(f"unknown decode kernel {kernel!r} (known: {', '.join(KERNELS)})")

@@ -1,0 +1,121 @@
+"""The paged engine's forward pass of a Llama-family decoder, on a flat batch of tokens.
+
+Tokens of all scheduled chunks are concatenated (no padding): embeddings, norms, the
+fused q/k/v and gate/up projections and the MLP run on [num_tokens, hidden] at once;
+only attention looks at sequence boundaries, through the paged KV cache
+(rollout/paged/attention.py). Logits are computed only for the rows that sample.
+
+The arithmetic follows transformers' LlamaForCausalLM step for step (RMSNorm in float32,
+RoPE with the rotate-half convention and the same cos/sin, SiLU-gated MLP) so greedy
+outputs match the `hf` backend token for token in float32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import PretrainedConfig
+
+from rollout.errors import UnsupportedModel
+from rollout.paged.attention import AttentionBatch, DecodeFn, paged_attention, write_kv
+from rollout.paged.linear import Linear
+from rollout.paged.weights import LlamaWeights, ModelShape
+
+
+class Rope:
+    """cos/sin tables for every position up to `max_positions`, as transformers computes them."""
+
+    def __init__(self, config: PretrainedConfig, head_dim: int, max_positions: int, dtype: torch.dtype, device):
+        params = getattr(config, "rope_parameters", None) or {}
+        rope_type = params.get("rope_type", "default")
+        if rope_type == "default":
+            theta = params.get("rope_theta", getattr(config, "rope_theta", 10_000.0))
+            inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+            scaling = 1.0
+        elif rope_type == "dynamic":
+            raise UnsupportedModel("rope_parameters.rope_type 'dynamic' changes with sequence length; not supported")
+        else:
+            from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+            if rope_type not in ROPE_INIT_FUNCTIONS:
+                raise UnsupportedModel(f"rope_parameters.rope_type {rope_type!r} is unknown to transformers")
+            inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
+        positions = torch.arange(max_positions, dtype=torch.float)
+        freqs = positions[:, None] * inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos = (emb.cos() * scaling).to(dtype=dtype, device=device)
+        self.sin = (emb.sin() * scaling).to(dtype=dtype, device=device)
+
+    def __call__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape [num_tokens, 1, head_dim] (broadcast over heads)."""
+        return self.cos.index_select(0, positions)[:, None, :], self.sin.index_select(0, positions)[:, None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """transformers' LlamaRMSNorm: normalise in float32, scale in the model dtype."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, weight.shape, weight, eps)  # one fused op, the same arithmetic
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+class PagedLlama:
+    def __init__(self, shape: ModelShape, weights: LlamaWeights, rope: Rope, decode: DecodeFn, packed_linear: bool):
+        self.shape = shape
+        self.weights = weights
+        self.rope = rope
+        self.decode = decode
+        self.scale = shape.head_dim**-0.5
+        self.linears = [
+            (
+                Linear(layer.qkv, layer.qkv_bias, packed_linear),
+                Linear(layer.o, layer.o_bias, packed_linear),
+                Linear(layer.gate_up, layer.gate_up_bias, packed_linear),
+                Linear(layer.down, layer.down_bias, packed_linear),
+            )
+            for layer in weights.layers
+        ]
+        self.lm_head = Linear(weights.lm_head, None, packed_linear)
+
+    def refresh(self) -> None:
+        """Re-derive what is computed from the weights (packed matrices) after an update."""
+        for linears in self.linears:
+            for linear in linears:
+                linear.refresh()
+        self.lm_head.refresh()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+        batch: AttentionBatch,
+        logits_rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """Float32 logits [len(logits_rows), vocab] of the rows that sample."""
+        s, w = self.shape, self.weights
+        num_tokens = input_ids.shape[0]
+        q_size, kv_size = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+        cos, sin = self.rope(positions)
+        h = F.embedding(input_ids, w.embed)
+        for layer, (qkv_proj, o_proj, gate_up_proj, down_proj), (k_cache, v_cache) in zip(w.layers, self.linears, kv_caches):
+            x = rms_norm(h, layer.input_norm, s.rms_norm_eps)
+            qkv = qkv_proj(x)
+            # Rotate q and k heads together: one set of elementwise ops instead of two.
+            qk = apply_rope(qkv[:, : q_size + kv_size].view(num_tokens, -1, s.head_dim), cos, sin)
+            q, k = qk[:, : s.num_heads], qk[:, s.num_heads :]
+            v = qkv[:, q_size + kv_size :].view(num_tokens, s.num_kv_heads, s.head_dim)
+            write_kv(k_cache, v_cache, k, v, batch)
+            attn = paged_attention(q, k_cache, v_cache, batch, self.scale, self.decode)
+            h = h + o_proj(attn.reshape(num_tokens, q_size))
+            x = rms_norm(h, layer.post_norm, s.rms_norm_eps)
+            gate, up = gate_up_proj(x).chunk(2, dim=-1)
+            h = h + down_proj(F.silu(gate) * up)
+        h = rms_norm(h.index_select(0, logits_rows), w.norm, s.rms_norm_eps)
+        return self.lm_head(h).float()

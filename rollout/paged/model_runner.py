@@ -1,0 +1,121 @@
+"""Runs one scheduled step: lays the chunks out as tensors, runs the model, samples.
+
+Owns everything torch of the paged engine: the weights, the KV cache (one K and one V
+tensor per layer, allocated once at start-up), the RoPE tables and the random
+generators (the engine's, and one per seeded request, dropped by `release`).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Mapping
+
+import numpy as np
+import torch
+from transformers import PretrainedConfig
+
+from rollout.checkpoint import apply_weight_update, plan_weight_update
+from rollout.kernels.paged_decode import DecodeBatch, decode_function
+from rollout.paged.attention import AttentionBatch, PrefillGroup, prefill_mask
+from rollout.paged.layout import lay_out
+from rollout.paged.model import PagedLlama, Rope
+from rollout.paged.sampler import SamplingRow, sample
+from rollout.paged.scheduler import Chunk
+from rollout.paged.sequence import Sequence
+from rollout.paged.weights import LlamaWeights, ModelShape
+
+
+def kv_bytes_per_block(shape: ModelShape, block_size: int, dtype: torch.dtype) -> int:
+    """K and V of every layer for `block_size` tokens."""
+    element = torch.empty((), dtype=dtype).element_size()
+    return 2 * shape.num_layers * block_size * shape.num_kv_heads * shape.head_dim * element
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        state: Mapping[str, torch.Tensor],
+        *,
+        num_blocks: int,
+        block_size: int,
+        max_model_len: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+        decode_kernel: str,
+        packed_linear: bool,
+    ):
+        self.shape = ModelShape.from_config(config)
+        self.device = torch.device(device)
+        self.block_size = block_size
+        self.weights = LlamaWeights(self.shape, dtype, self.device)
+        self.weights.load(state)
+        self.hf_views = self.weights.hf_views()
+        cache_shape = (num_blocks, block_size, self.shape.num_kv_heads, self.shape.head_dim)
+        self.kv_caches = [
+            (torch.zeros(cache_shape, dtype=dtype, device=self.device), torch.zeros(cache_shape, dtype=dtype, device=self.device))
+            for _ in range(self.shape.num_layers)
+        ]
+        rope = Rope(config, self.shape.head_dim, max_model_len, dtype, self.device)
+        self.model = PagedLlama(self.shape, self.weights, rope, decode_function(decode_kernel), packed_linear)
+        self.generator = torch.Generator(self.device)
+        self.generator.seed()
+        self._request_generators: dict[str, torch.Generator] = {}
+
+    @torch.inference_mode()
+    def run(self, chunks: list[Chunk]) -> list[tuple[Sequence, int, float]]:
+        """Compute the chunks' KV; sample for those that reach their sequence's end.
+
+        Returns (sequence, token id, policy logprob) for every sampling chunk."""
+        layout = lay_out(chunks, self.block_size)
+        prefill_lists = [
+            values for p in layout.prefills for values in (p.query_rows, p.output_slots, p.block_tables, p.starts, p.lengths)
+        ]
+        ids, positions, slots, write_rows, logits_rows, tables, context_lens, *prefill_tensors = self._tensors(
+            layout.input_ids, layout.positions, layout.slots, [] if layout.all_written else layout.write_rows,
+            layout.logits_rows, layout.decode_tables, layout.decode_context_lens, *prefill_lists,
+        )
+        dtype = self.kv_caches[0][0].dtype
+        groups = []
+        for i, p in enumerate(layout.prefills):
+            query_rows, output_slots, block_tables, starts, lengths = prefill_tensors[5 * i : 5 * i + 5]
+            groups.append(PrefillGroup(
+                p.first_row, p.num_rows, query_rows, output_slots, block_tables.view(-1, p.max_blocks),
+                prefill_mask(starts, lengths, p.max_len, p.max_blocks * self.block_size, dtype),
+            ))
+        batch = AttentionBatch(
+            slots=slots,
+            write_rows=None if layout.all_written else write_rows,
+            num_decode=layout.num_decode,
+            decode=DecodeBatch(tables.view(layout.num_decode, layout.decode_max_blocks), context_lens),
+            prefills=groups,
+        )
+        logits = self.model.forward(ids, positions, self.kv_caches, batch, logits_rows)
+        if not layout.samplers:
+            return []
+        rows = [SamplingRow(c.seq.sampling, self._generator_for(c.seq)) for c in layout.samplers]
+        tokens, logprobs = sample(logits, rows, self.generator)
+        return list(zip([c.seq for c in layout.samplers], tokens, logprobs))
+
+    def _tensors(self, *lists: list[int]) -> list[torch.Tensor]:
+        """One int64 tensor per list, made with a single host-to-device copy."""
+        packed = torch.tensor(list(itertools.chain.from_iterable(lists)), dtype=torch.long).to(self.device)
+        return list(packed.split([len(values) for values in lists]))
+
+    def load_weights(self, named_arrays: Mapping[str, np.ndarray]) -> None:
+        """Overwrite weights by Hugging Face name (all checked before any is written)."""
+        apply_weight_update(plan_weight_update(named_arrays, self.hf_views))
+        self.model.refresh()
+
+    def release(self, request_id: str) -> None:
+        """Forget a finished request's generator."""
+        self._request_generators.pop(request_id, None)
+
+    def _generator_for(self, seq: Sequence) -> torch.Generator | None:
+        if seq.sampling.seed is None or seq.sampling.temperature == 0:
+            return None
+        generator = self._request_generators.get(seq.request_id)
+        if generator is None:
+            generator = torch.Generator(self.device).manual_seed(seq.sampling.seed)
+            self._request_generators[seq.request_id] = generator
+        return generator
+
