@@ -3,12 +3,15 @@
     treadle bench engine [--json]        (or: python -m benchmarks.engine [--json])
 
 Throughput: the `tiny` preset with fixed-seed random weights, 64 prompts of 32 random
-token ids (new ones each repeat, the same for both backends), temperature-1 sampling of exactly 128 new tokens each (ignore_eos), submitted
-at once through the Engine protocol (`make_engine("paged" | "hf", ...)`, the async API
-callers use). Each backend runs `--repeats` times, interleaved with the other so that
-load from other processes hits both alike; the best run of each is reported (on a
-shared machine the fastest run is the one least disturbed). Threads: torch uses
-`--threads` (default: every core) in both.
+token ids (new ones each repeat, the same for both backends), temperature-1 sampling of
+exactly 128 new tokens each (ignore_eos), submitted at once through the Engine protocol
+(`make_engine("paged" | "hf", ...)`, the async API callers use). A second, `mixed`
+workload draws each request's output length from 16 .. 256, as RL episodes end at
+different points: transformers keeps a batch running until its longest row is done,
+continuous batching retires rows as they finish. Each backend runs `--repeats` times,
+interleaved with the other so that load from other processes hits both alike; the best
+run of each is reported (on a shared machine the fastest run is the one least
+disturbed). Threads: torch uses `--threads` (default: every core) in both.
 
 Fork: a parent request computes a 256-token prefix (max_tokens=1), then 8 children whose
 prompt is that prefix each sample 64 tokens (different seeds), with the prefix cache on
@@ -50,48 +53,69 @@ def random_prompts(num: int, length: int, vocab_size: int, seed: int) -> list[li
     return torch.randint(4, vocab_size, (num, length), generator=generator).tolist()
 
 
-async def timed_batch(engine, prompts, sampling) -> tuple[float, int]:
+async def timed_batch(engine, requests) -> tuple[float, int]:
+    """Submit (prompt, sampling) pairs at once; (seconds until the last finished, tokens)."""
     start = time.perf_counter()
-    completions = await asyncio.gather(*(engine.generate(p, sampling) for p in prompts))
+    completions = await asyncio.gather(*(engine.generate(p, s) for p, s in requests))
     seconds = time.perf_counter() - start
-    for c in completions:
-        assert c.error is None and len(c.token_ids) == sampling.max_tokens, (c.finish_reason, c.error)
+    for c, (_, s) in zip(completions, requests):
+        assert c.error is None and len(c.token_ids) == s.max_tokens, (c.finish_reason, c.error)
     return seconds, sum(len(c.token_ids) for c in completions)
 
 
-def throughput(model, tokenizer, repeats: int) -> dict:
-    from rollout import EngineConfig, SamplingParams, make_engine
+def workload(name: str, vocab_size: int, seed: int) -> list:
+    """`fixed`: every request samples NEW_TOKENS tokens. `mixed`: output lengths drawn
+    uniformly from NEW_TOKENS / 8 .. 2 * NEW_TOKENS (16 .. 256), as when RL episodes stop
+    at different points."""
+    import random
 
-    sampling = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0, ignore_eos=True)
+    from rollout import SamplingParams
+
+    prompts = random_prompts(BATCH, PROMPT_LEN, vocab_size, seed=seed)
+    if name == "mixed":
+        lengths = random.Random(seed).choices(range(max(1, NEW_TOKENS // 8), 2 * NEW_TOKENS + 1), k=BATCH)
+    else:
+        lengths = [NEW_TOKENS] * BATCH
+    return [(p, SamplingParams(max_tokens=n, temperature=1.0, ignore_eos=True)) for p, n in zip(prompts, lengths)]
+
+
+def throughput(model, tokenizer, repeats: int) -> dict:
+    from rollout import EngineConfig, make_engine
+
     engines = {
         "paged": make_engine("paged", model, tokenizer, EngineConfig(backend="paged", max_num_seqs=BATCH)),
         "hf": make_engine("hf", model, tokenizer, EngineConfig(backend="hf", max_num_seqs=BATCH)),
     }
-    best = {name: float("inf") for name in engines}
+    best = {(name, kind): float("inf") for name in engines for kind in ("fixed", "mixed")}
     tokens = {}
 
     async def measure():
-        warm = SamplingParams(max_tokens=4, temperature=1.0, ignore_eos=True)
+        warm = workload("fixed", model.config.vocab_size, seed=0)[:4]
         for engine in engines.values():
-            await timed_batch(engine, random_prompts(4, PROMPT_LEN, model.config.vocab_size, seed=0), warm)
+            await timed_batch(engine, warm)
         for repeat in range(repeats):
-            # Fresh prompts each repeat, so no run is helped by the prefix cache of the last.
-            prompts = random_prompts(BATCH, PROMPT_LEN, model.config.vocab_size, seed=1 + repeat)
-            for name, engine in engines.items():
-                seconds, tokens[name] = await timed_batch(engine, prompts, sampling)
-                best[name] = min(best[name], seconds)
+            for kind in ("fixed", "mixed"):
+                # Fresh prompts each repeat, so no run is helped by the prefix cache of the last.
+                requests = workload(kind, model.config.vocab_size, seed=1 + repeat)
+                for name, engine in engines.items():
+                    seconds, tokens[name, kind] = await timed_batch(engine, requests)
+                    best[name, kind] = min(best[name, kind], seconds)
 
     asyncio.run(measure())
     for engine in engines.values():
         engine.close()
-    paged, hf = tokens["paged"] / best["paged"], tokens["hf"] / best["hf"]
-    return {
-        "paged_tokens_per_s": round(paged, 1),
-        "hf_tokens_per_s": round(hf, 1),
-        "speedup_vs_hf": round(paged / hf, 2),
-        "paged_seconds": round(best["paged"], 3),
-        "hf_seconds": round(best["hf"], 3),
-    }
+    figures = {}
+    for kind, suffix in (("fixed", ""), ("mixed", "_mixed")):
+        paged = tokens["paged", kind] / best["paged", kind]
+        hf = tokens["hf", kind] / best["hf", kind]
+        figures.update({
+            f"paged{suffix}_tokens_per_s": round(paged, 1),
+            f"hf{suffix}_tokens_per_s": round(hf, 1),
+            f"speedup_vs_hf{suffix}": round(paged / hf, 2),
+            f"paged{suffix}_seconds": round(best["paged", kind], 3),
+            f"hf{suffix}_seconds": round(best["hf", kind], 3),
+        })
+    return figures
 
 
 def fork(model, caching: bool) -> dict:
@@ -147,10 +171,12 @@ def table(f: dict) -> str:
     rows = [
         f"engine throughput: tiny preset, batch {f['batch']}, prompt {f['prompt_len']}, "
         f"{f['new_tokens']} new tokens, {f['threads']} threads (best of repeats)",
-        f"  {'backend':8s} {'tokens/s':>10s} {'seconds':>9s}",
-        f"  {'paged':8s} {f['paged_tokens_per_s']:10.0f} {f['paged_seconds']:9.3f}",
-        f"  {'hf':8s} {f['hf_tokens_per_s']:10.0f} {f['hf_seconds']:9.3f}",
-        f"  speedup paged / hf: {f['speedup_vs_hf']:.2f}x (goal >= 3)",
+        f"  {'backend':8s} {'tokens/s':>10s} {'seconds':>9s}   mixed lengths: {'tokens/s':>10s} {'seconds':>9s}",
+        f"  {'paged':8s} {f['paged_tokens_per_s']:10.0f} {f['paged_seconds']:9.3f}   "
+        f"{'':15s}{f['paged_mixed_tokens_per_s']:10.0f} {f['paged_mixed_seconds']:9.3f}",
+        f"  {'hf':8s} {f['hf_tokens_per_s']:10.0f} {f['hf_seconds']:9.3f}   "
+        f"{'':15s}{f['hf_mixed_tokens_per_s']:10.0f} {f['hf_mixed_seconds']:9.3f}",
+        f"  speedup paged / hf: {f['speedup_vs_hf']:.2f}x (goal >= 3); mixed lengths: {f['speedup_vs_hf_mixed']:.2f}x",
         f"fork: {FORK_CHILDREN} children x {FORK_NEW_TOKENS} tokens after a {FORK_PREFIX}-token prefix",
         f"  {'prefix cache':14s} {'prefill tokens':>15s} {'peak KV blocks':>15s} {'seconds':>8s}",
         f"  {'on':14s} {f['fork_prefill_tokens']:15d} {f['fork_kv_blocks']:15d} {f['fork_seconds']:8.3f}",

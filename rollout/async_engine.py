@@ -123,7 +123,8 @@ class AsyncEngine:
             raise
 
     def abort(self, request_id: str) -> bool:
-        """Ask for `request_id` to end with ABORT at the next step boundary."""
+        """Ask for `request_id` to end with ABORT at the next step boundary (call on the
+        engine's event loop); its `generate` then returns the tokens so far."""
         if request_id not in self._waiters:
             return False
         self._submit(_Abort(request_id))
@@ -141,7 +142,9 @@ class AsyncEngine:
         return replace(stats, num_waiting=stats.num_waiting + queued)
 
     def close(self) -> None:
-        """Stop the loop task and the worker thread; requests in flight are cancelled."""
+        """Stop the loop task and the worker thread; requests in flight are cancelled and
+        later calls raise EngineDeadError."""
+        self._dead = self._dead or EngineDeadError("the engine was closed")
         if self._task is not None and not self._task.done():
             self._task.cancel()
         for waiter in self._waiters.values():

@@ -82,12 +82,20 @@ class Completion:
 
 @dataclass
 class EngineStats:
+    """Counters since the engine started, and its state now."""
+
     tokens_generated: int = 0
+    """Tokens sampled (every finished or aborted request's output)."""
     prefill_tokens_computed: int = 0
+    """Prompt tokens whose KV the engine computed (plus the outputs a preempted sequence
+    recomputed); tokens found in the prefix cache are not counted."""
     prefix_cache_hit_tokens: int = 0
+    """Tokens whose KV came from the prefix cache (0 for backends without one)."""
     num_running: int = 0
     num_waiting: int = 0
+    """Requests queued, not yet admitted (or preempted and waiting to be recomputed)."""
     kv_blocks_in_use: int = 0
+    """KV blocks referenced by running sequences (cached free blocks are not in use)."""
     kv_blocks_total: int = 0
     weight_version: int = 0
 

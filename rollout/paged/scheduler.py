@@ -1,4 +1,4 @@
-"""Continuous batching: which sequences run in the next step, and how many tokens each. Plain Python.
+"""Continuous batching: which sequences run next, and how many tokens each. Plain Python.
 
 Every step spends a token budget (`max_num_batched_tokens`) on at most `max_num_seqs`
 sequences; each gets one chunk of consecutive positions:
@@ -9,8 +9,14 @@ sequences; each gets one chunk of consecutive positions:
    freed, its KV to be recomputed later; it goes back to the FRONT of the queue), until
    the block fits or the sequence preempted itself.
 2. Then, unless something was preempted in this step, waiting sequences in arrival order:
-   the longest run of its full blocks found in the prefix cache is reused, and the rest
-   of the prompt is prefilled as far as the budget goes.
+   the longest run of a sequence's full blocks found in the prefix cache is reused, and
+   the rest of its prompt is prefilled as far as the budget goes. A sequence is admitted
+   only if the blocks for its first chunk fit (no watermark is kept: growth beyond that
+   is paid for by preemption).
+
+Prefix hits need the KV to exist already: requests that share a prefix and arrive
+together each compute it, and only later requests reuse it (a forked child finds its
+parent's KV because the parent computed it first).
 
 A sequence whose every token hit the cache still needs the logits of its last token: that
 one position is run again as a query only (`write_start == end`), reading its own KV

@@ -234,3 +234,11 @@ def test_tokens_carry_the_version_they_were_sampled_with(backend, tiny, tokenize
     assert before.versions == [0] * 8 and after.versions == [3] * 8 and engine.stats().weight_version == 3
     assert after.logprobs != before.logprobs
     engine.close()
+
+
+def test_a_closed_engine_refuses_work(tiny, tokenizer):
+    engine = make_engine("paged", tiny, tokenizer, EngineConfig(num_kv_blocks=16))
+    gather(engine, [[1, 2, 3]], GREEDY)
+    engine.close()
+    with pytest.raises(EngineDeadError, match="closed"):
+        gather(engine, [[1, 2, 3]], GREEDY)
