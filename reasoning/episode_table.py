@@ -15,6 +15,8 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reasoning.parquet import read_columns
+
 THREAD_SCHEMA = pa.schema(
     [
         pa.field("episode_id", pa.string(), nullable=False),
@@ -55,14 +57,8 @@ def read_threads(path: str | Path) -> pa.Table:
     path = Path(path)
     if not path.is_file():
         raise EpisodeTableError(f"{path}: no such file")
+    table = read_columns(path, THREAD_SCHEMA.names, EpisodeTableError)
     try:
-        table = pq.read_table(str(path))
-    except (pa.ArrowInvalid, OSError) as e:
-        raise EpisodeTableError(f"{path}: not a readable Parquet file ({e})") from None
-    missing = [name for name in THREAD_SCHEMA.names if name not in table.column_names]
-    if missing:
-        raise EpisodeTableError(f"{path}: missing column(s) {', '.join(missing)}")
-    try:
-        return table.select(THREAD_SCHEMA.names).cast(THREAD_SCHEMA)
+        return table.cast(THREAD_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise EpisodeTableError(f"{path}: columns do not have the thread schema's types ({e})") from None

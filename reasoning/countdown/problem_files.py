@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reasoning.countdown.problems import Problem
+from reasoning.parquet import read_columns
 
 SCHEMA = pa.schema(
     [
@@ -61,14 +62,7 @@ def read_problems(path: str | Path) -> list[Problem]:
 
 
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
-    try:
-        table = pq.read_table(str(path))
-    except (pa.ArrowInvalid, OSError) as e:
-        raise ProblemFileError(f"{path}: not a readable Parquet file ({e})") from None
-    missing = [name for name in SCHEMA.names if name not in table.column_names]
-    if missing:
-        raise ProblemFileError(f"{path}: missing column(s) {', '.join(missing)}; need id, numbers, target")
-    return table.select(SCHEMA.names).to_pylist()
+    return read_columns(path, SCHEMA.names, ProblemFileError).to_pylist()
 
 
 def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
