@@ -17,6 +17,7 @@ from learner.sft_config import SFTConfig
 from reasoning.controllers.limits import ThreadLimits
 from reasoning.countdown.config import CountdownConfig, TokenizerConfig, TraceConfig
 from reasoning.eval.config import EvalConfig
+from reasoning.multipath.config import MultiPathConfig
 from rollout.config import EngineConfig
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -43,7 +44,9 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation (`treadle eval`)."""
     threads: ThreadLimits = field(default_factory=ThreadLimits)
-    """Bounds of the parallel-reasoning runtime (APR mode)."""
+    """Bounds of the parallel-reasoning runtime (apr and parallel modes)."""
+    multipath: MultiPathConfig = field(default_factory=MultiPathConfig)
+    """k-sample modes of evaluation: vote, short-m@k, prune, confidence."""
     run_dir: str = ""
     """Where this experiment writes; empty means runs/<name>."""
 

@@ -5,7 +5,9 @@ logprob and policy version of each) and tokens the runtime inserted, such as an 
 (observed: not trained, logprob 0, version -1). A child records which spawn of its
 parent (`spawn_index`) started it, which is what the critical path needs: a thread's
 critical path is its own generated tokens plus, for each of its spawns, the longest
-critical path among the children of that spawn, since those run side by side.
+critical path among the children of that spawn, since those run side by side. A
+multi-path episode has several roots (independent samples of one problem, all run at
+once); its critical path is the longest of theirs.
 """
 from __future__ import annotations
 
@@ -74,14 +76,17 @@ class Episode:
     @property
     def critical_path_tokens(self) -> int:
         children: dict[int, dict[int, list[Thread]]] = {}
-        for t in self.threads[1:]:
+        for t in self.threads:
+            if t.parent_id < 0:
+                continue
             children.setdefault(t.parent_id, {}).setdefault(t.spawn_index, []).append(t)
 
         def path(thread: Thread) -> int:
             spawns = children.get(thread.thread_id, {})
             return thread.num_generated + sum(max(path(c) for c in group) for group in spawns.values())
 
-        return path(self.root)
+        # Several roots (independent multi-path samples) run side by side.
+        return max(path(t) for t in self.threads if t.parent_id < 0)
 
     @property
     def depth(self) -> int:

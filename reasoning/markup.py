@@ -5,8 +5,10 @@ on a tag id and a protocol can parse the markup without looking inside words.
 - APR spawn/join: a parent writes `<spawn>` with one child prompt per `<thread>` and
   `</spawn>`; the runtime runs the children and inserts their results between `<join>`
   and `</join>` (observed, not trained, in the parent).
-- Parallel blocks (ThreadWeaver / Multiverse): `<parallel>` holds `<thread>` branches
-  that continue the parent's prefix, then `</parallel>` and a `<conclusion>`.
+- Parallel blocks (ThreadWeaver / Multiverse): `<parallel>` holds an outline of goals,
+  one `<thread>` each, and `</parallel>` ends it; the runtime runs one branch per goal
+  that continues the parent's whole prefix, then joins every goal and body and opens a
+  `<conclusion>` (reasoning/protocols/parallel.py).
 - `<answer>` wraps the final expression the verifier reads.
 """
 

@@ -28,6 +28,7 @@ class Reason(str, enum.Enum):
     BAD_STEP = "bad_step"  # a line of a solution path is wrong arithmetic or a wrong state
     TOO_LONG = "too_long"  # output or answer exceeds a size limit; not scanned
     BAD_RECORD = "bad_record"  # the problem record (numbers/target) is malformed
+    TIMEOUT = "timeout"  # checking the answer took longer than the verifier's time limit
 
     def __str__(self) -> str:
         return self.value

@@ -11,6 +11,7 @@ import importlib
 
 BENCHMARKS = {
     "engine": ("benchmarks.engine", "the paged engine against transformers generate, and prefix sharing on a fork"),
+    "prune": ("benchmarks.prune", "cons@k against short-m@k, n-gram pruning and confidence stopping at the same k"),
 }
 
 

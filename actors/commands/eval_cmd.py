@@ -1,8 +1,10 @@
 """`treadle eval CONFIG --problems FILE --mode MODE --out DIR`: accuracy and cost of a model.
 
 Runs every problem through the mode's controller on the configured engine
-(`engine.backend`) - `sequential` for one-thread models, `apr` for spawn/join models
-within the `threads` limits - verifies each output, and writes DIR/summary.json (see
+(`engine.backend`) - `sequential` for one-thread models; `apr` (spawn/join) and
+`parallel` (parallel blocks) within the `threads` limits; `vote` (cons@k), `short-m@k`,
+`prune` and `confidence` over `multipath.k` sampled paths of a sequential model - verifies
+each output, and writes DIR/summary.json (see
 reasoning/eval/harness.py for the fields; `curves` holds APR's budget curves, see
 reasoning/eval/curves.py), DIR/results.jsonl (one line a problem, with the output) and a
 PNG plot of each curve. The model is `eval.checkpoint`, by default <run_dir>/final.
@@ -15,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-MODES = ("sequential", "apr")
+MODES = ("sequential", "apr", "parallel", "vote", "short-m@k", "prune", "confidence")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +64,10 @@ def evaluate(config, checkpoint: Path, problems, mode: str, out: Path) -> dict:
 
     from learner.checkpoint import load_trained_keys
     from reasoning.controllers.apr import AprController
+    from reasoning.controllers.parallel import ParallelController
     from reasoning.controllers.sequential import run_sequential
+    from reasoning.multipath.runner import MODES as MULTIPATH_MODES
+    from reasoning.multipath.runner import MultiPathRunner
     from reasoning.countdown.tokenizer import load_tokenizer
     from reasoning.eval.curves import budget_curves
     from reasoning.eval.harness import episode_record, run_all, summarize
@@ -73,8 +78,14 @@ def evaluate(config, checkpoint: Path, problems, mode: str, out: Path) -> dict:
     tokenizer = load_tokenizer(checkpoint)
     engine = make_engine(config.engine.backend, checkpoint, tokenizer, config.engine)
     sampling = SamplingParams(max_tokens=config.eval.max_new_tokens, temperature=0.0)
+    multipath = None
     if mode == "apr":
         controller = AprController(engine, tokenizer, sampling, config.threads).run
+    elif mode == "parallel":
+        controller = ParallelController(engine, tokenizer, sampling, config.threads).run
+    elif mode in MULTIPATH_MODES:
+        multipath = MultiPathRunner(engine, tokenizer, config.multipath, config.eval.max_new_tokens)
+        controller = partial(multipath.run, mode=mode)
     else:
         controller = partial(run_sequential, engine, tokenizer, sampling=sampling)
     start = time.perf_counter()
@@ -82,6 +93,9 @@ def evaluate(config, checkpoint: Path, problems, mode: str, out: Path) -> dict:
         episodes = asyncio.run(run_all(problems, controller, config.eval.max_concurrent, bar.update))
     summary = summarize(episodes, load_trained_keys(checkpoint))
     summary["curves"] = budget_curves(episodes)
+    if multipath is not None:
+        summary["k"] = config.multipath.k
+        summary["pass_at_k"] = sum(multipath.pass_at_k(e) for e in episodes) / len(episodes)
     summary.update(mode=mode, checkpoint=str(checkpoint), backend=config.engine.backend,
                    wall_s=round(time.perf_counter() - start, 2))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)

@@ -15,129 +15,79 @@ way returns `Fail` to its parent, and a root that ends that way scores 0 with th
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from reasoning.controllers.limits import ThreadLimits
-from reasoning.controllers.sequential import problem_prompt_ids
-from reasoning.countdown.problems import Problem
-from reasoning.episode import Episode, Thread
-from reasoning.markup import SPAWN_CLOSE, SPAWN_OPEN
+from reasoning.controllers.runtime import RUNTIME_REASONS, EpisodeRun, ThreadController, generate_step
+from reasoning.episode import Thread
+from reasoning.markup import SPAWN_CLOSE
 from reasoning.protocols.apr import MarkupError, child_result, parse_spawn, render_join
-from reward import Reason, Verdict, verify_countdown
 from rollout.engine import Engine, FinishReason, SamplingParams
 
-RUNTIME_REASONS = ("bad_markup", "too_deep", "too_many_threads", "budget_exhausted", "timeout")
 
-
-@dataclass
-class _Budget:
-    tokens_left: int
-    deadline: float
-    threads_left: int
-
-
-class AprController:
+class AprController(ThreadController):
     """Runs APR episodes on an engine; one instance serves many concurrent episodes."""
 
+    mode = "apr"
+
     def __init__(self, engine: Engine, tokenizer: Any, sampling: SamplingParams, limits: ThreadLimits):
-        self.engine = engine
-        self.tokenizer = tokenizer
-        self.limits = limits
+        super().__init__(engine, tokenizer, limits)
         self.spawn_close_id = tokenizer.convert_tokens_to_ids(SPAWN_CLOSE)
         stops = tuple(dict.fromkeys((*sampling.stop_token_ids, self.spawn_close_id)))
         self.sampling = replace(sampling, stop_token_ids=stops)
 
-    async def run(self, problem: Problem, episode_id: str | None = None) -> Episode:
-        episode_id = episode_id or problem.id
-        start = time.perf_counter()
+    async def _run_thread(self, thread: Thread, run: EpisodeRun) -> None:
         limits = self.limits
-        budget = _Budget(limits.max_total_tokens, start + limits.max_wall_s, limits.max_threads - 1)
-        threads: list[Thread] = []
-        ids = itertools.count()
-        root = self._new_thread(threads, ids, problem_prompt_ids(problem, self.tokenizer), -1, 0, -1)
-        await self._run_thread(root, threads, ids, budget, episode_id)
-        output = self.tokenizer.decode(root.output_ids, skip_special_tokens=True)
-        if root.finish_reason in RUNTIME_REASONS:
-            verdict = Verdict.fail(Reason.NO_ANSWER, f"root thread ended by the runtime: {root.finish_reason}")
-        else:
-            verdict = verify_countdown(problem.numbers, problem.target, output)
-        return Episode(episode_id, problem, "apr", threads, output, verdict, time.perf_counter() - start)
-
-    @staticmethod
-    def _new_thread(threads: list[Thread], ids, prompt_ids: list[int], parent_id: int, depth: int, spawn_index: int) -> Thread:
-        thread = Thread(next(ids), parent_id, depth, spawn_index, prompt_ids)
-        threads.append(thread)
-        return thread
-
-    async def _run_thread(self, thread: Thread, threads: list[Thread], ids, budget: _Budget, episode_id: str) -> None:
-        limits = self.limits
+        segment_start = 0  # where the tokens generated since the last join begin
         while True:
-            room = min(limits.max_thread_tokens - thread.num_generated, budget.tokens_left)
+            room = min(limits.max_thread_tokens - thread.num_generated, run.tokens_left)
             if room <= 0:
-                thread.finish_reason = "budget_exhausted" if budget.tokens_left <= 0 else FinishReason.LENGTH.value
+                thread.finish_reason = "budget_exhausted" if run.tokens_left <= 0 else FinishReason.LENGTH.value
                 return
-            request_id = f"{episode_id}/{thread.thread_id}/{thread.num_spawns}"
-            sampling = replace(self.sampling, max_tokens=room)
-            budget.tokens_left -= room  # reserved, so concurrent siblings never overrun the budget
-            try:
-                completion = await asyncio.wait_for(
-                    self.engine.generate(thread.prompt_ids + thread.output_ids, sampling, request_id=request_id),
-                    timeout=max(budget.deadline - time.perf_counter(), 0.0),
-                )
-            except asyncio.TimeoutError:
-                self.engine.abort(request_id)
+            request_id = f"{run.episode_id}/{thread.thread_id}/{thread.num_spawns}"
+            completion = await generate_step(self.engine, thread, replace(self.sampling, max_tokens=room), request_id, run)
+            if completion is None:
                 thread.finish_reason = "timeout"
                 return
-            finally:
-                budget.tokens_left += room
             thread.add_generated(completion.token_ids, completion.logprobs, completion.versions)
-            budget.tokens_left -= len(completion.token_ids)
+            run.tokens_left -= len(completion.token_ids)
             spawned = completion.token_ids[-1:] == [self.spawn_close_id]
             if not spawned or completion.finish_reason is not FinishReason.STOP_TOKEN:
                 thread.finish_reason = completion.finish_reason.value
                 return
-            reason = await self._spawn(thread, threads, ids, budget, episode_id)
+            reason = await self._spawn(thread, thread.output_ids[segment_start:], run)
+            segment_start = len(thread.output_ids)
             if reason is not None:
                 thread.finish_reason = reason
                 return
 
-    async def _spawn(self, parent: Thread, threads: list[Thread], ids, budget: _Budget, episode_id: str) -> str | None:
-        """Run the children of the spawn the parent just wrote; a runtime reason if it cannot."""
+    async def _spawn(self, parent: Thread, segment: list[int], run: EpisodeRun) -> str | None:
+        """Run the children of the spawn `segment` ends with; a runtime reason if it cannot.
+
+        `segment` holds only what the parent generated since its last join, so a `<spawn>`
+        quoted inside a joined result is never mistaken for the parent's own.
+        """
         if parent.depth >= self.limits.max_depth:
             return "too_deep"
-        text = self.tokenizer.decode(parent.output_ids[-self._spawn_window(parent) :], skip_special_tokens=True)
+        text = self.tokenizer.decode(segment, skip_special_tokens=True)
         try:
             children_text = parse_spawn(text, self.limits.max_children)
         except MarkupError:
             return "bad_markup"
-        if len(children_text) > budget.threads_left:
+        if len(children_text) > run.threads_left:
             return "too_many_threads"
-        budget.threads_left -= len(children_text)
+        run.threads_left -= len(children_text)
         spawn_index = parent.num_spawns
         parent.num_spawns += 1
         children = [
-            self._new_thread(
-                threads, ids, parent.prompt_ids + self.tokenizer.encode(child + "\n"),
-                parent.thread_id, parent.depth + 1, spawn_index,
-            )  # fmt: skip
+            run.new_thread(parent.prompt_ids + self.tokenizer.encode(child + "\n"), parent, spawn_index)
             for child in children_text
         ]
-        await asyncio.gather(*(self._run_thread(c, threads, ids, budget, episode_id) for c in children))
+        await asyncio.gather(*(self._run_thread(c, run) for c in children))
         results = []
         for child in children:
             output = self.tokenizer.decode(child.output_ids, skip_special_tokens=True)
-            ok = child.finish_reason not in RUNTIME_REASONS
-            results.append(child_result(output) if ok else None)
+            results.append(child_result(output) if child.finish_reason not in RUNTIME_REASONS else None)
         parent.add_inserted(self.tokenizer.encode(render_join(results)))
         return None
-
-    def _spawn_window(self, thread: Thread) -> int:
-        """How many trailing output tokens hold the last spawn block (from its `<spawn>`)."""
-        open_id = self.tokenizer.convert_tokens_to_ids(SPAWN_OPEN)
-        for back, token in enumerate(reversed(thread.output_ids), start=1):
-            if token == open_id:
-                return back
-        return len(thread.output_ids)

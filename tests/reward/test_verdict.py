@@ -45,4 +45,5 @@ def test_reason_serialises_as_its_value():
         "bad_step",
         "too_long",
         "bad_record",
+        "timeout",
     }

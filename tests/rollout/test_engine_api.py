@@ -6,7 +6,6 @@ import copy
 
 import numpy as np
 import pytest
-import torch
 
 from rollout import Engine, EngineConfig, FinishReason, SamplingParams, make_engine
 from rollout.errors import EngineDeadError, WeightUpdateError

@@ -1,0 +1,92 @@
+"""What the thread controllers (APR spawn/join, parallel blocks) share.
+
+`EpisodeRun` is the state the threads of one episode share: their list, the token
+budget left, the threads left and the wall-clock deadline. `generate_step` is the one
+way a controller asks the engine to continue a thread: it reserves the request's room in
+the token budget while the request is in flight (so concurrent siblings can never overrun
+it), and aborts the request in the engine when the deadline passes. `score_root` turns
+the root thread into the episode's output and verdict: a root the runtime ended scores 0
+with the runtime's reason in the detail. `ThreadController.run` ties them together; a
+protocol's controller only says how one thread runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from reasoning.controllers.limits import ThreadLimits
+from reasoning.controllers.sequential import problem_prompt_ids
+from reasoning.countdown.problems import Problem
+from reasoning.episode import Episode, Thread
+from reward import Reason, Verdict, verify_countdown
+from rollout.engine import Completion, Engine, SamplingParams
+
+RUNTIME_REASONS = ("bad_markup", "too_deep", "too_many_threads", "budget_exhausted", "timeout")
+"""Finish reasons the runtime (not the engine) gives a thread."""
+
+
+@dataclass
+class EpisodeRun:
+    episode_id: str
+    deadline: float
+    tokens_left: int
+    threads_left: int
+    threads: list[Thread] = field(default_factory=list)
+
+    def new_thread(self, prompt_ids: list[int], parent: Thread | None, spawn_index: int) -> Thread:
+        parent_id, depth = (-1, 0) if parent is None else (parent.thread_id, parent.depth + 1)
+        thread = Thread(len(self.threads), parent_id, depth, spawn_index, prompt_ids)
+        self.threads.append(thread)
+        return thread
+
+
+async def generate_step(
+    engine: Engine, thread: Thread, sampling: SamplingParams, request_id: str, run: EpisodeRun
+) -> Completion | None:
+    """One engine request continuing `thread`; None when the episode's wall clock runs out."""
+    timeout = run.deadline - time.perf_counter()
+    if timeout <= 0:
+        return None
+    run.tokens_left -= sampling.max_tokens  # reserved while in flight
+    try:
+        return await asyncio.wait_for(
+            engine.generate(thread.prompt_ids + thread.output_ids, sampling, request_id=request_id), timeout=timeout
+        )
+    except asyncio.TimeoutError:
+        engine.abort(request_id)
+        return None
+    finally:
+        run.tokens_left += sampling.max_tokens
+
+
+def score_root(problem: Problem, root: Thread, tokenizer: Any) -> tuple[str, Verdict]:
+    output = tokenizer.decode(root.output_ids, skip_special_tokens=True)
+    if root.finish_reason in RUNTIME_REASONS:
+        return output, Verdict.fail(Reason.NO_ANSWER, f"root thread ended by the runtime: {root.finish_reason}")
+    return output, verify_countdown(problem.numbers, problem.target, output)
+
+
+class ThreadController:
+    """Base of the thread controllers: runs the root thread of an episode and scores it."""
+
+    mode = ""
+
+    def __init__(self, engine: Engine, tokenizer: Any, limits: ThreadLimits):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.limits = limits
+
+    async def run(self, problem: Problem, episode_id: str | None = None) -> Episode:
+        episode_id = episode_id or problem.id
+        start = time.perf_counter()
+        limits = self.limits
+        run = EpisodeRun(episode_id, start + limits.max_wall_s, limits.max_total_tokens, limits.max_threads - 1)
+        root = run.new_thread(problem_prompt_ids(problem, self.tokenizer), None, -1)
+        await self._run_thread(root, run)
+        output, verdict = score_root(problem, root, self.tokenizer)
+        return Episode(episode_id, problem, self.mode, run.threads, output, verdict, time.perf_counter() - start)
+
+    async def _run_thread(self, thread: Thread, run: EpisodeRun) -> None:
+        raise NotImplementedError
