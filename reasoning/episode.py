@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from reasoning.countdown.problems import Problem
 from reward import Verdict
 
 INSERTED_VERSION = -1
@@ -56,7 +55,8 @@ class Thread:
 @dataclass
 class Episode:
     episode_id: str
-    problem: Problem
+    problem: Any
+    """The task's problem (reasoning/tasks.py): a Countdown Problem or a MathProblem."""
     mode: str
     threads: list[Thread]
     output: str

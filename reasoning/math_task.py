@@ -44,6 +44,11 @@ class MathProblem:
     question: str
     answer: str
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """Identity for seen/unseen accounting in evaluation: the question."""
+        return ("math", self.question)
+
 
 def math_prompt(problem: MathProblem) -> str:
     """The question followed by the instruction to box the final answer."""

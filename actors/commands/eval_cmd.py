@@ -7,7 +7,7 @@ Runs every problem through the mode's controller on the configured engine
 each output, and writes DIR/summary.json (see
 reasoning/eval/harness.py for the fields; `curves` holds APR's budget curves, see
 reasoning/eval/curves.py), DIR/results.jsonl (one line a problem, with the output) and a
-PNG plot of each curve. The model is `eval.checkpoint`, by default <run_dir>/final.
+PNG plot of each curve, with the curves of every `--compare DIR` evaluation beside it. The model is `eval.checkpoint`, by default <run_dir>/final.
 """
 from __future__ import annotations
 
@@ -32,31 +32,55 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--problems", required=True, type=Path, metavar="FILE", help="problems (.parquet or .jsonl)")
     p.add_argument("--mode", required=True, choices=MODES, help="how the model reasons")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--compare", action="append", default=[], type=Path, metavar="DIR",
+        help="another evaluation's output directory whose curves are drawn beside this one's (repeatable)",
+    )  # fmt: skip
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from actors.errors import UsageError
     from configs.experiment import load_config, run_dir
-    from reasoning.countdown.problem_files import ProblemFileError, read_problems
+    from reasoning.countdown.problem_files import ProblemFileError
+    from reasoning.math_task import MathFileError
+    from reasoning.tasks import make_task
 
     config = load_config(args.config, args.overrides)
+    if config.eval.task == "math" and args.mode != "sequential":
+        raise UsageError(f"--mode {args.mode}: the math task runs in sequential mode only")
     checkpoint = Path(config.eval.checkpoint or run_dir(config) / "final")
     if not (checkpoint / "config.json").is_file():
         raise UsageError(f"{checkpoint}: no model checkpoint (train one, or set eval.checkpoint=DIR)")
+    task = make_task(config.eval.task)
     try:
-        problems = read_problems(args.problems)
-    except ProblemFileError as e:
+        problems = task.read_problems(args.problems)
+    except (ProblemFileError, MathFileError) as e:
         raise UsageError(str(e)) from None
     if config.eval.num_problems:
         problems = problems[: config.eval.num_problems]
-    summary = evaluate(config, checkpoint, problems, args.mode, args.out)
+    others = {}
+    for directory in args.compare:
+        path = directory / "summary.json"
+        if not path.is_file():
+            raise UsageError(f"--compare {directory}: no summary.json there")
+        other = json.loads(path.read_text())
+        others[_label(other)] = other
+    try:
+        summary = evaluate(config, task, checkpoint, problems, args.mode, args.out, others)
+    finally:
+        if hasattr(task, "close"):
+            task.close()
     print(json.dumps({k: summary[k] for k in ("accuracy", "num_problems", "accuracy_unseen", "num_unseen", "mean_total_tokens")}))
     print(f"wrote {args.out / 'summary.json'} and {args.out / 'results.jsonl'}")
     return 0
 
 
-def evaluate(config, checkpoint: Path, problems, mode: str, out: Path) -> dict:
+def _label(summary: dict) -> str:
+    return f"{summary['mode']} ({Path(summary['checkpoint']).name})"
+
+
+def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, others: dict | None = None) -> dict:
     import asyncio
     from functools import partial
 
@@ -87,7 +111,7 @@ def evaluate(config, checkpoint: Path, problems, mode: str, out: Path) -> dict:
         multipath = MultiPathRunner(engine, tokenizer, config.multipath, config.eval.max_new_tokens)
         controller = partial(multipath.run, mode=mode)
     else:
-        controller = partial(run_sequential, engine, tokenizer, sampling=sampling)
+        controller = partial(run_sequential, engine, tokenizer, sampling=sampling, task=task)
     start = time.perf_counter()
     with tqdm(total=len(problems), unit="problem", file=sys.stderr, disable=None) as bar:
         episodes = asyncio.run(run_all(problems, controller, config.eval.max_concurrent, bar.update))
@@ -96,12 +120,12 @@ def evaluate(config, checkpoint: Path, problems, mode: str, out: Path) -> dict:
     if multipath is not None:
         summary["k"] = config.multipath.k
         summary["pass_at_k"] = sum(multipath.pass_at_k(e) for e in episodes) / len(episodes)
-    summary.update(mode=mode, checkpoint=str(checkpoint), backend=config.engine.backend,
+    summary.update(task=task.name, mode=mode, checkpoint=str(checkpoint), backend=config.engine.backend,
                    wall_s=round(time.perf_counter() - start, 2))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (out / "results.jsonl").open("w") as f:
         for episode in episodes:
             f.write(json.dumps(episode_record(episode)) + "\n")
-    plot_curves({f"{mode} ({checkpoint.name})": summary}, out)
+    plot_curves({_label(summary): summary, **(others or {})}, out)
     return summary

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from configs.typed import bounds
+from configs.typed import bounds, one_of
 
 
 @dataclass
 class EvalConfig:
     """Which model to evaluate and how long it may think."""
 
+    task: str = field(default="countdown", metadata=one_of("countdown", "math"))
+    """countdown, or math: GSM8K / MATH-500-style problem files scored by math-verify
+    (sequential mode only)."""
     checkpoint: str = ""
     """Model directory to evaluate; empty means <run_dir>/final."""
     max_new_tokens: int = field(default=512, metadata=bounds(ge=1, le=1_000_000))

@@ -8,6 +8,7 @@ mean_critical_path_tokens, mean_latency_s, and the count of each verdict reason.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import collections
 import statistics
 from typing import Any, Awaitable, Callable, Iterable
@@ -57,11 +58,8 @@ def summarize(episodes: list[Episode], trained_keys: set[Key] | None) -> dict[st
 
 def episode_record(episode: Episode) -> dict[str, Any]:
     """One line of results.jsonl."""
-    p = episode.problem
     return {
-        "id": p.id,
-        "numbers": list(p.numbers),
-        "target": p.target,
+        **dataclasses.asdict(episode.problem),  # id, numbers, target (or question, answer)
         "reward": episode.verdict.reward,
         "reason": episode.verdict.reason.value,
         "finish_reason": episode.finish_reason,

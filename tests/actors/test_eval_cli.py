@@ -57,3 +57,27 @@ def test_eval_with_a_bad_problem_file_names_it(tmp_path):
         "--problems", str(problems), "--mode", "sequential", "--out", str(tmp_path / "o"),
     )  # fmt: skip
     assert result.returncode == 2 and "missing target" in result.stderr and str(problems) in result.stderr
+
+
+def test_math_task_eval_on_the_sample_file(tmp_path):
+    from reasoning.math_samples import write_sample_problems
+
+    model = tmp_path / "model"
+    assert treadle("model", "init", "--out", str(model)).returncode == 0
+    problems = tmp_path / "math.jsonl"
+    write_sample_problems(problems)
+    out = tmp_path / "eval"
+    result = treadle(
+        "eval", "configs/countdown-3.yaml", "eval.task=math", f"eval.checkpoint={model}", "eval.max_new_tokens=8",
+        "--problems", str(problems), "--mode", "sequential", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "math" and summary["num_problems"] == 11
+    assert summary["accuracy"] == 0.0  # a random model answers nothing
+    assert set(summary["reasons"]) <= {"no_answer", "wrong_value", "too_long", "timeout"}
+    refused = treadle(
+        "eval", "configs/countdown-3.yaml", "eval.task=math", f"eval.checkpoint={model}",
+        "--problems", str(problems), "--mode", "apr", "--out", str(out),
+    )  # fmt: skip
+    assert refused.returncode == 2 and "sequential mode only" in refused.stderr
