@@ -21,8 +21,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Slow soak tests, left out of the default suite (pytest exits 5 when none are selected).
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
 
 clean:
 	rm -rf $(VENV) runs data

@@ -1,0 +1,186 @@
+"""From episode rows to packed RL micro-batches: group advantages, broadcast, alignment.
+
+Input is thread rows of the episode table (reasoning/episode_table.py), as dicts or an
+Arrow table. Grouping rules:
+  - an episode is all rows sharing an `episode_id`; its reward is the rows' `reward`
+    (every thread of an episode carries the same one);
+  - a group is all episodes sharing a `problem_id` (the k episodes sampled for one
+    problem); the estimator (learner/advantages.py) runs over each group's rewards.
+With `parallel_bonus > 0` the ThreadWeaver bonus is added to each episode's reward
+before the estimator, so it rewards parallelism relative to the rest of the group; it
+needs each episode's (total tokens, critical-path tokens) in `episode_tokens`.
+
+Alignment: position p of a thread predicts token p + 1. So at position p the batch
+holds label token_ids[p + 1], loss mask trainable[p + 1], the behaviour logprob and
+version of output token j = p + 1 - num_prompt_tokens (row columns `logprobs` and
+`versions` are per output token), and the advantage of the thread's episode where the
+mask is on (0 elsewhere). Threads with no trainable token are left out; a thread longer
+than `seq_len` is an error. Pure numpy: no torch, no model.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from learner.advantages import ESTIMATORS, parallelization_bonus
+from learner.packing import IGNORE, PackedBatch, pack
+
+
+class RLBatchError(ValueError):
+    """Episode rows the learner cannot train on; names the episode and thread."""
+
+
+@dataclass
+class MicroBatch:
+    """One forward pass: packed rows plus per-position arrays, all [rows, seq_len]."""
+
+    packed: PackedBatch  # input_ids, position_ids, segment_ids, labels (IGNORE off the mask)
+    behaviour_logprobs: np.ndarray  # float32; logprob of the label under the sampling policy
+    advantages: np.ndarray  # float32; the episode's advantage on masked positions, else 0
+    loss_mask: np.ndarray  # float32; 1.0 where the label is a trained output token
+    episode_index: np.ndarray  # int64; index into RLBatch.episode_ids (0 on padding)
+    versions: np.ndarray  # int32; policy version of the label token, -1 off the mask
+
+
+@dataclass
+class RLBatch:
+    micro_batches: list[MicroBatch]
+    episode_ids: list[str]
+    rewards: np.ndarray  # float64 [episodes], as verified (without the bonus)
+    advantages: np.ndarray  # float64 [episodes]
+
+    @property
+    def num_trained_tokens(self) -> int:
+        return int(sum(mb.loss_mask.sum() for mb in self.micro_batches))
+
+
+def episode_advantages(
+    rows: list[dict[str, Any]],
+    estimator: str,
+    parallel_bonus: float = 0.0,
+    episode_tokens: Mapping[str, tuple[int, int]] | None = None,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(episode ids in first-seen order, their rewards, their advantages)."""
+    episode_ids: list[str] = []
+    rewards: dict[str, float] = {}
+    problem_of: dict[str, str] = {}
+    for row in rows:
+        eid, reward = row["episode_id"], row["reward"]
+        if reward is None:
+            raise RLBatchError(f"episode {eid} thread {row['thread_id']}: no reward")
+        if eid not in rewards:
+            episode_ids.append(eid)
+            rewards[eid], problem_of[eid] = float(reward), row["problem_id"]
+        elif rewards[eid] != float(reward) or problem_of[eid] != row["problem_id"]:
+            raise RLBatchError(f"episode {eid}: threads disagree on reward or problem")
+    reward = np.array([rewards[e] for e in episode_ids], dtype=np.float64)
+    shaped = reward.copy()
+    if parallel_bonus > 0:
+        missing = [e for e in episode_ids if episode_tokens is None or e not in episode_tokens]
+        if missing:
+            raise RLBatchError(f"parallel_bonus needs total and critical-path tokens; missing for {missing[:3]}")
+        total, critical = zip(*(episode_tokens[e] for e in episode_ids))
+        shaped += parallelization_bonus(reward, total, critical, parallel_bonus)
+    advantage = np.zeros_like(reward)
+    groups: dict[str, list[int]] = {}
+    for i, eid in enumerate(episode_ids):
+        groups.setdefault(problem_of[eid], []).append(i)
+    for members in groups.values():
+        advantage[members] = ESTIMATORS[estimator](shaped[members])
+    return episode_ids, reward, advantage
+
+
+def _thread_arrays(row: dict[str, Any], advantage: float) -> tuple[np.ndarray, ...]:
+    """Per-position (behaviour logprob, advantage, mask, version) of one thread, shifted by one."""
+    trainable = np.asarray(row["trainable"], dtype=bool)
+    num_prompt, n = row["num_prompt_tokens"], len(row["token_ids"])
+    where = f"episode {row['episode_id']} thread {row['thread_id']}"
+    if len(trainable) != n or not 0 < num_prompt <= n:
+        raise RLBatchError(f"{where}: {len(trainable)} trainable flags, {num_prompt} prompt tokens, {n} tokens")
+    if trainable[:num_prompt].any():
+        raise RLBatchError(f"{where}: a prompt token is marked trainable")
+    logprobs, versions = row["logprobs"], row["versions"]
+    if logprobs is None or len(logprobs) != n - num_prompt or versions is None or len(versions) != n - num_prompt:
+        raise RLBatchError(f"{where}: logprobs and versions need one entry per output token ({n - num_prompt})")
+    # Token-indexed arrays first (index t = token t), then shifted so index p = target p + 1.
+    token_logprob = np.zeros(n, dtype=np.float32)
+    token_logprob[num_prompt:] = logprobs
+    token_version = np.full(n, -1, dtype=np.int32)
+    token_version[num_prompt:] = versions
+    mask = np.zeros(n, dtype=np.float32)
+    mask[:-1] = trainable[1:]
+    behaviour = np.zeros(n, dtype=np.float32)
+    behaviour[:-1] = token_logprob[1:] * mask[:-1]
+    version = np.full(n, -1, dtype=np.int32)
+    version[:-1] = np.where(trainable[1:], token_version[1:], -1)
+    return behaviour, mask * np.float32(advantage), mask, version
+
+
+def _gatherer(where: PackedBatch):
+    """values (flat, per position of all threads) -> [rows, seq_len], `fill` on padding."""
+    real = where.segment_ids > 0
+    take = np.where(real, where.input_ids - 1, 0)
+
+    def gather(values: np.ndarray, fill: float, dtype: Any) -> np.ndarray:
+        return np.where(real, values[take], fill).astype(dtype)
+
+    return gather
+
+
+def build_batch(
+    rows: Iterable[dict[str, Any]] | pa.Table,
+    *,
+    estimator: str,
+    seq_len: int,
+    rows_per_micro_batch: int,
+    parallel_bonus: float = 0.0,
+    episode_tokens: Mapping[str, tuple[int, int]] | None = None,
+) -> RLBatch:
+    """Advantages per episode, broadcast to every trained token, packed into micro-batches."""
+    rows = rows.to_pylist() if isinstance(rows, pa.Table) else list(rows)
+    episode_ids, rewards, advantages = episode_advantages(rows, estimator, parallel_bonus, episode_tokens)
+    index_of = {eid: i for i, eid in enumerate(episode_ids)}
+    # Threads of one episode stay together so an episode rarely spans micro-batches.
+    threads = sorted((r for r in rows if any(r["trainable"])), key=lambda r: index_of[r["episode_id"]])
+    for row in threads:
+        if len(row["token_ids"]) > seq_len:
+            raise RLBatchError(
+                f"episode {row['episode_id']} thread {row['thread_id']}: {len(row['token_ids'])} tokens > seq_len {seq_len}"
+            )
+    # Per-position arrays of all threads, concatenated: thread i covers [starts[i], starts[i+1]).
+    per_thread = [_thread_arrays(r, advantages[index_of[r["episode_id"]]]) for r in threads]
+    lengths = [len(r["token_ids"]) for r in threads]
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = [np.concatenate([t[k] for t in per_thread]) if threads else np.zeros(0) for k in range(4)]
+    flat_episode = np.repeat([index_of[r["episode_id"]] for r in threads], lengths).astype(np.int64)
+    micro_batches: list[MicroBatch] = []
+    first = 0
+    while first < len(threads):
+        chunk = threads[first:]
+        packed = pack([(r["token_ids"], r["trainable"]) for r in chunk], seq_len, rows_per_micro_batch)
+        # Packing each thread's flat positions (+1, so 0 stays padding) with the same
+        # first-fit rule tells where every position landed, without re-deriving the rule.
+        where = pack(
+            [(starts[first + i] + 1 + np.arange(n), r["trainable"]) for i, (r, n) in enumerate(zip(chunk, lengths[first:]))],
+            seq_len,
+            rows_per_micro_batch,
+        )
+        assert packed.num_sequences == where.num_sequences > 0
+        gather = _gatherer(where)
+        micro_batches.append(
+            MicroBatch(
+                packed=packed,
+                behaviour_logprobs=gather(flat[0], 0.0, np.float32),
+                advantages=gather(flat[1], 0.0, np.float32),
+                loss_mask=gather(flat[2], 0.0, np.float32),
+                episode_index=gather(flat_episode, 0, np.int64),
+                versions=gather(flat[3], -1, np.int32),
+            )
+        )
+        assert ((micro_batches[-1].loss_mask > 0) == (packed.labels != IGNORE)).all()
+        first += packed.num_sequences
+    return RLBatch(micro_batches, episode_ids, rewards, advantages)

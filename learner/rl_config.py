@@ -1,0 +1,47 @@
+"""Settings of the RL learner: advantages, the decoupled PPO loss, the optimizer, packing."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from configs.typed import bounds, one_of, require
+
+
+@dataclass
+class RLConfig:
+    """One learner step: group advantages, decoupled PPO over packed thread sequences."""
+
+    estimator: str = field(default="grpo", metadata=one_of("grpo", "dr_grpo", "rloo"))
+    """Group advantage: grpo ((r - mean) / std), dr_grpo (r - mean) or rloo (leave-one-out)."""
+    group_size: int = field(default=8, metadata=bounds(ge=1, le=1024))
+    """Episodes sampled per problem (k); the k episodes of one problem form a group."""
+    clip_low: float = field(default=0.2, metadata=bounds(ge=0.0, le=1.0))
+    """PPO ratio clip below 1: the ratio is clipped to at least 1 - clip_low."""
+    clip_high: float = field(default=0.28, metadata=bounds(ge=0.0, le=10.0))
+    """PPO ratio clip above 1 (DAPO's clip-higher): at most 1 + clip_high."""
+    weight_cap: float = field(default=5.0, metadata=bounds(ge=1.0, le=1e6))
+    """Truncation of the importance weight pi_prox / pi_behav of stale tokens."""
+    kl_coef: float = field(default=0.0, metadata=bounds(ge=0.0, le=100.0))
+    """Weight of the k3 KL to the initial model; 0 keeps no reference model."""
+    normalization: str = field(default="token_mean", metadata=one_of("token_mean", "episode_mean"))
+    """Average token losses over all trained tokens, or within each episode first."""
+    parallel_bonus: float = field(default=0.0, metadata=bounds(ge=0.0, le=10.0))
+    """ThreadWeaver bonus weight * (1 - critical/total tokens) added to correct episodes' rewards (0 = off)."""
+    lr: float = field(default=1e-5, metadata=bounds(gt=0.0, le=1.0))
+    """Learning rate (constant), of AdamW and of Muon when optimizer is muon."""
+    weight_decay: float = field(default=0.0, metadata=bounds(ge=0.0, le=1.0))
+    """Decoupled weight decay of matrices (never of norms and biases)."""
+    beta1: float = field(default=0.9, metadata=bounds(ge=0.0, le=0.9999))
+    """AdamW beta1."""
+    beta2: float = field(default=0.99, metadata=bounds(ge=0.0, le=0.99999))
+    """AdamW beta2."""
+    grad_clip: float = field(default=1.0, metadata=bounds(ge=0.0, le=1e6))
+    """Clip the global gradient norm to this (0 = off)."""
+    optimizer: str = field(default="adamw", metadata=one_of("adamw", "muon"))
+    """adamw, or muon: torch.optim.Muon for hidden matrices and AdamW for the rest."""
+    seq_len: int = field(default=1024, metadata=bounds(ge=16, le=65_536))
+    """Tokens per packed row; a thread longer than this is an error, not truncated."""
+    rows: int = field(default=4, metadata=bounds(ge=1, le=4096))
+    """Packed rows per micro-batch (one forward); a step runs as many micro-batches as it needs."""
+
+    def validate(self) -> None:
+        require(self.clip_low < 1.0, "clip_low", f"must be < 1 so the clipped ratio stays positive; got {self.clip_low}")

@@ -1,0 +1,183 @@
+"""RL batches and the learner step: hand-checked alignment, degenerate groups, a real tiny update."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from configs.typed import ConfigError, build
+from learner.models import init_model
+from learner.packing import IGNORE
+from learner.presets import ModelConfig
+from learner.rl_batch import RLBatchError, build_batch, episode_advantages
+from learner.rl_config import RLConfig
+from learner.rl_step import RLLearner
+from reasoning.countdown.tokenizer import build_tokenizer
+from reasoning.episode_table import to_table
+
+I = IGNORE
+
+
+def thread(episode, problem, reward, token_ids, num_prompt, trainable, logprobs, versions, thread_id=0):
+    return {
+        "episode_id": episode, "problem_id": problem, "numbers": [1, 2], "target": 3,
+        "thread_id": thread_id, "parent_id": -1 if thread_id == 0 else 0, "depth": int(thread_id > 0),
+        "role": "root" if thread_id == 0 else "child", "token_ids": token_ids, "num_prompt_tokens": num_prompt,
+        "trainable": trainable, "logprobs": logprobs, "versions": versions, "finish_reason": "stop", "reward": reward,
+    }  # fmt: skip
+
+
+F, T = False, True
+# Episodes a and b solve problem p (a group of two, rewards 1 and 0); c alone solves q.
+HAND_ROWS = [
+    thread("a", "p", 1.0, [10, 11, 12, 13, 14], 2, [F, F, T, T, T], [-0.1, -0.2, -0.3], [3, 3, 4]),
+    # A child whose token 22 was inserted by the runtime (a join): observed, not trained.
+    thread("a", "p", 1.0, [20, 21, 22, 23], 1, [F, T, F, T], [-0.5, 0.0, -0.7], [4, -1, 4], thread_id=1),
+    thread("b", "p", 0.0, [30, 31, 32], 1, [F, T, T], [-1.0, -1.5], [2, 2]),
+    thread("c", "q", 1.0, [40, 41, 42], 2, [F, F, T], [-0.9], [5]),
+]
+
+
+def test_hand_built_rows_are_aligned_and_advantages_broadcast():
+    # dr_grpo: group p rewards (1, 0), mean 0.5 -> a +0.5, b -0.5; group q has one episode -> 0.
+    batch = build_batch(to_table(HAND_ROWS), estimator="dr_grpo", seq_len=8, rows_per_micro_batch=2)
+    assert batch.episode_ids == ["a", "b", "c"]
+    np.testing.assert_allclose(batch.advantages, [0.5, -0.5, 0.0])
+    (mb,) = batch.micro_batches
+    # First fit: a0 (5 tokens) row 0; a1 (4) does not fit after it -> row 1; b0 (3) row 0 at 5; c0 (3) row 1 at 4.
+    np.testing.assert_array_equal(mb.packed.input_ids, [[10, 11, 12, 13, 14, 30, 31, 32], [20, 21, 22, 23, 40, 41, 42, 0]])
+    np.testing.assert_array_equal(mb.packed.position_ids, [[0, 1, 2, 3, 4, 0, 1, 2], [0, 1, 2, 3, 0, 1, 2, 0]])
+    # Position p predicts token p + 1; 11 is prompt, 22 inserted, 41 prompt, and a thread's last position predicts nothing.
+    np.testing.assert_array_equal(mb.packed.labels, [[I, 12, 13, 14, I, 31, 32, I], [21, I, 23, I, I, 42, I, I]])
+    # Output token j's logprob sits at position num_prompt + j - 1 (it is the label there).
+    np.testing.assert_allclose(mb.behaviour_logprobs, [[0, -0.1, -0.2, -0.3, 0, -1.0, -1.5, 0], [-0.5, 0, -0.7, 0, 0, -0.9, 0, 0]])
+    np.testing.assert_allclose(mb.advantages, [[0, 0.5, 0.5, 0.5, 0, -0.5, -0.5, 0], [0.5, 0, 0.5, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(mb.loss_mask, mb.packed.labels != I)
+    np.testing.assert_array_equal(mb.versions, [[-1, 3, 3, 4, -1, 2, 2, -1], [4, -1, 4, -1, -1, 5, -1, -1]])
+    np.testing.assert_array_equal(mb.episode_index, [[0, 0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 2, 2, 2, 0]])
+
+
+def test_micro_batches_keep_every_trained_token():
+    whole = build_batch(HAND_ROWS, estimator="dr_grpo", seq_len=8, rows_per_micro_batch=2)
+    split = build_batch(HAND_ROWS, estimator="dr_grpo", seq_len=8, rows_per_micro_batch=1)
+    # One row each: [a0], [a1 b0], [c0] (packing takes a prefix and stops at the first misfit).
+    assert len(split.micro_batches) == 3 and split.num_trained_tokens == whole.num_trained_tokens == 3 + 2 + 2 + 1
+
+    def trained(batch):
+        return sorted(
+            (int(lab), float(lp), float(adv))
+            for mb in batch.micro_batches
+            for lab, lp, adv in zip(mb.packed.labels.ravel(), mb.behaviour_logprobs.ravel(), mb.advantages.ravel())
+            if lab != I
+        )
+
+    assert trained(split) == trained(whole)
+
+
+def test_parallel_bonus_is_added_to_rewards_before_the_estimator():
+    # weight 0.4; a: correct, critical 6 of 8 tokens -> bonus 0.4 * (1 - 6/8) = 0.1; b wrong -> 0.
+    # shaped rewards (1.1, 0) -> dr_grpo (+0.55, -0.55).
+    _, rewards, adv = episode_advantages(HAND_ROWS[:3], "dr_grpo", 0.4, {"a": (8, 6), "b": (2, 2)})
+    np.testing.assert_allclose(rewards, [1.0, 0.0])
+    np.testing.assert_allclose(adv, [0.55, -0.55])
+    with pytest.raises(RLBatchError, match="critical-path"):
+        episode_advantages(HAND_ROWS[:3], "dr_grpo", 0.4, {"a": (8, 6)})
+
+
+def test_bad_rows_are_named_errors():
+    long = thread("d", "r", 1.0, list(range(10)), 1, [F] + [T] * 9, [0.0] * 9, [0] * 9)
+    with pytest.raises(RLBatchError, match="episode d thread 0: 10 tokens > seq_len 8"):
+        build_batch([long], estimator="grpo", seq_len=8, rows_per_micro_batch=1)
+    short = thread("e", "r", 1.0, [1, 2, 3], 1, [F, T, T], [-0.1], [0])
+    with pytest.raises(RLBatchError, match="episode e thread 0: logprobs"):
+        build_batch([short], estimator="grpo", seq_len=8, rows_per_micro_batch=1)
+
+
+def test_config_names_bad_keys():
+    assert build(RLConfig, {"estimator": "rloo", "lr": "1e-4"}).lr == 1e-4
+    with pytest.raises(ConfigError, match="normalization: must be one of token_mean, episode_mean"):
+        build(RLConfig, {"normalization": "sum"})
+    with pytest.raises(ConfigError, match="clip_low: must be < 1"):
+        build(RLConfig, {"clip_low": 1.0})
+
+
+# ---- a real tiny model ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def tiny(tokenizer, seed=0):
+    torch.set_num_threads(1)
+    return init_model(ModelConfig(preset="tiny", init_seed=seed), tokenizer)
+
+
+@torch.no_grad()
+def own_logprobs(model, token_ids, num_prompt):
+    """The model's logprob of each output token, run alone (no packing)."""
+    logp = torch.log_softmax(model(input_ids=torch.tensor([token_ids])).logits[0].float(), -1)
+    return [logp[t - 1, token_ids[t]].item() for t in range(num_prompt, len(token_ids))]
+
+
+def self_sampled_rows(model, rewards, problem="p", seed=0):
+    """One two-thread episode per reward, behaviour logprobs from `model` itself (weight 1)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for e, reward in enumerate(rewards):
+        for t, (num_prompt, num_out) in enumerate([(5, 9), (3, 6)]):
+            ids = rng.integers(20, 200, num_prompt + num_out).tolist()
+            trainable = [F] * num_prompt + [T] * num_out
+            lps = own_logprobs(model, ids, num_prompt)
+            rows.append(thread(f"{problem}{e}", problem, reward, ids, num_prompt, trainable, lps, [0] * num_out, t))
+    return rows
+
+
+def mean_trained_logprob(model, rows, episode):
+    values = [lp for r in rows if r["episode_id"] == episode for lp in own_logprobs(model, r["token_ids"], r["num_prompt_tokens"])]
+    return float(np.mean(values))
+
+
+def test_step_raises_positive_and_lowers_negative_episodes(tokenizer):
+    model = tiny(tokenizer)
+    rows = self_sampled_rows(model, [1.0, 0.0])
+    learner = RLLearner(model, RLConfig(estimator="dr_grpo", lr=1e-3, seq_len=32, rows=1, grad_clip=0.0))
+    before = {e: mean_trained_logprob(model, rows, e) for e in ("p0", "p1")}
+    metrics = learner.step(rows)
+    after = {e: mean_trained_logprob(model, rows, e) for e in ("p0", "p1")}
+    assert learner.version == metrics["version"] == 1
+    # Behaviour logprobs are the model's own, computed unpacked: packing and alignment agree.
+    assert metrics["importance_weight"] == pytest.approx(1.0, abs=1e-4)
+    assert metrics["mismatch_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["trained_tokens"] == 2 * (9 + 6)  # every output token, the first predicted from the last prompt position
+    assert after["p0"] > before["p0"] and after["p1"] < before["p1"]
+    assert metrics["mean_reward"] == 0.5 and metrics["max_token_staleness"] == 0
+
+
+@pytest.mark.parametrize("rewards", [[1.0], [1.0, 1.0, 1.0]], ids=["group-of-one", "all-equal"])
+def test_degenerate_groups_give_zero_advantage_and_loss(tokenizer, rewards):
+    model = tiny(tokenizer)
+    rows = self_sampled_rows(model, rewards)
+    learner = RLLearner(model, RLConfig(estimator="grpo", seq_len=32, rows=2, normalization="episode_mean"))
+    metrics = learner.step(rows)
+    assert metrics["mean_advantage"] == 0.0 and metrics["policy_loss"] == 0.0 and metrics["loss"] == 0.0
+
+
+def test_weights_round_trip_into_a_fresh_model(tokenizer):
+    model = tiny(tokenizer)
+    learner = RLLearner(model, RLConfig(estimator="rloo", lr=1e-3, seq_len=32, rows=1, kl_coef=0.1))
+    learner.step(self_sampled_rows(model, [1.0, 0.0]))
+    weights = learner.weights()
+    assert all(a.dtype == np.float32 for a in weights.values()) and "model.embed_tokens.weight" in weights
+    fresh = tiny(tokenizer, seed=1)
+    missing, unexpected = fresh.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+    assert set(missing) <= {"lm_head.weight"} and not unexpected  # the tied head comes with the embedding
+    ids = torch.tensor([[1, 30, 31, 32, 33]])
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
+
+    restored = RLLearner(tiny(tokenizer, seed=2), learner.config)
+    restored.load_state_dict(learner.state_dict())
+    assert restored.version == 1
+    torch.testing.assert_close(restored.model.state_dict(), model.state_dict(), rtol=0, atol=0)
