@@ -5,9 +5,9 @@ held-out countdown-3 problem (the validation split of configs/countdown-3.yaml, 
 trained on) on the paged engine; every mode sees the same paths (same seeds) and differs
 only in what it cuts (reasoning/multipath/runner.py). Per mode: accuracy of the voted
 answer, mean tokens generated per problem, and the token reduction against `vote`.
-`judge_auroc` is how well the prune judge's similarity of two paths' first
-`prune_min_tokens` tokens predicts that they end with the same answer, over all pairs of
-the vote run's paths.
+`judge_auroc` is how well the prune judge's similarity of two paths' prefixes, of the
+length at which the runner first judges them, predicts that they end with the same
+answer, over all pairs of the vote run's paths.
 """
 from __future__ import annotations
 
@@ -79,13 +79,16 @@ def judge_auroc(episodes, tokenizer, config) -> float | None:
     from reasoning.multipath.judges import auroc, ngram_similarity
     from reward.formats import last_tagged_span
 
+    # The runner judges a path between rounds, at the first round boundary with
+    # prune_min_tokens tokens: score the prefixes it actually compares.
+    judged = -(-config.prune_min_tokens // config.chunk_tokens) * config.chunk_tokens
     scores, labels = [], []
     for episode in episodes:
         paths = []
         for thread in episode.threads:
             answer = last_tagged_span(tokenizer.decode(thread.output_ids, skip_special_tokens=True), "<answer>", "</answer>")
             if answer is not None:
-                paths.append((thread.output_ids[: config.prune_min_tokens], answer))
+                paths.append((thread.output_ids[:judged], answer))
         for (a, answer_a), (b, answer_b) in itertools.combinations(paths, 2):
             n = min(len(a), len(b))
             scores.append(ngram_similarity(a[:n], b[:n], config.prune_ngram))

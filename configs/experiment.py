@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from configs.loading import apply_overrides, read_yaml
+from configs.train import TrainConfig
 from configs.typed import build, require
+from learner.rl_config import RLConfig
 from learner.presets import ModelConfig
 from learner.sft_config import SFTConfig
 from reasoning.controllers.limits import ThreadLimits
@@ -47,6 +49,10 @@ class ExperimentConfig:
     """Bounds of the parallel-reasoning runtime (apr and parallel modes)."""
     multipath: MultiPathConfig = field(default_factory=MultiPathConfig)
     """k-sample modes of evaluation: vote, short-m@k, prune, confidence."""
+    rl: RLConfig = field(default_factory=RLConfig)
+    """The RL objective and optimizer of `treadle train`."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The asynchronous loop of `treadle train`."""
     run_dir: str = ""
     """Where this experiment writes; empty means runs/<name>."""
 

@@ -38,8 +38,8 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def episode_mean(values: torch.Tensor, mask: torch.Tensor, episode_ids: torch.Tensor) -> torch.Tensor:
     """Mean over episodes of each episode's token mean (tokens of one episode share an id)."""
     num_episodes = int(episode_ids.max().item()) + 1
-    sums = torch.zeros(num_episodes, dtype=values.dtype).index_add(0, episode_ids, values * mask)
-    counts = torch.zeros(num_episodes, dtype=values.dtype).index_add(0, episode_ids, mask)
+    sums = values.new_zeros(num_episodes).index_add(0, episode_ids, values * mask)
+    counts = values.new_zeros(num_episodes).index_add(0, episode_ids, mask)
     present = counts > 0
     return (sums[present] / counts[present]).mean()
 

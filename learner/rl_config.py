@@ -15,7 +15,9 @@ class RLConfig:
     group_size: int = field(default=8, metadata=bounds(ge=1, le=1024))
     """Episodes sampled per problem (k); the k episodes of one problem form a group."""
     clip_low: float = field(default=0.2, metadata=bounds(ge=0.0, le=1.0))
-    """PPO ratio clip below 1: the ratio is clipped to at least 1 - clip_low."""
+    """PPO ratio clip below 1: the ratio is clipped to at least 1 - clip_low. The learner
+    makes one update per batch, so the ratio pi_theta / pi_prox is 1 and the clip does not
+    act yet; staleness is corrected by the truncated importance weight (weight_cap)."""
     clip_high: float = field(default=0.28, metadata=bounds(ge=0.0, le=10.0))
     """PPO ratio clip above 1 (DAPO's clip-higher): at most 1 + clip_high."""
     weight_cap: float = field(default=5.0, metadata=bounds(ge=1.0, le=1e6))

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 MAX_STEP_LINE_CHARS = 200
-_STEP = re.compile(r"(\d{1,9})([-+*/])(\d{1,9})=(\d{1,12})\|(\d{1,12}(?: \d{1,12})*)")
-_PROBLEM = re.compile(r"(\d{1,12})\|(\d{1,12}(?: \d{1,12})*)")
+# re.ASCII: \d must not match other scripts' digits, which int() would accept.
+_STEP = re.compile(r"(\d{1,9})([-+*/])(\d{1,9})=(\d{1,12})\|(\d{1,12}(?: \d{1,12})*)", re.ASCII)
+_PROBLEM = re.compile(r"(\d{1,12})\|(\d{1,12}(?: \d{1,12})*)", re.ASCII)
 
 
 @dataclass(frozen=True)

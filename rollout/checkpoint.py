@@ -9,6 +9,7 @@ update. Reading `pytorch_model.bin` (pickle) is not supported: save with safeten
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -67,7 +68,7 @@ def plan_weight_update(
         raise WeightUpdateError(f"unknown parameter names ({len(unknown)}): {shown}")
     plan: list[tuple[torch.Tensor, torch.Tensor]] = []
     for name, array in named_arrays.items():
-        source = torch.as_tensor(np.asarray(array)) if not isinstance(array, torch.Tensor) else array
+        source = array if isinstance(array, torch.Tensor) else _read_only_view(array)
         target = targets[name]
         if tuple(source.shape) != tuple(target.shape):
             raise WeightUpdateError(f"{name}: shape {tuple(source.shape)}, expected {tuple(target.shape)}")
@@ -81,3 +82,12 @@ def plan_weight_update(
 def apply_weight_update(plan: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     for target, source in plan:
         target.copy_(source)
+
+
+def _read_only_view(array: np.ndarray) -> torch.Tensor:
+    """A tensor over `array` without a copy. Arrays from Ray's object store are read-only;
+    the source is only read (copied into the engine's weights), so torch's warning about
+    non-writable arrays does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(np.asarray(array))

@@ -2,7 +2,8 @@
 # The main job on the embedded default (countdown-3, CPU, the tiny model), as far as
 # treadle goes today: validate the experiments, generate the problems, evaluate the two
 # committed SFT models (SoS+ sequential, APR spawn/join) on held-out problems with the
-# embedded paged engine, and score a file of answers. The RL stage will extend this.
+# embedded paged engine, run a few asynchronous RL steps of the APR model on a local Ray,
+# and score a file of answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=runs/main-job
@@ -15,5 +16,7 @@ treadle eval configs/countdown-3-sft-sos.yaml eval.checkpoint=checkpoints/countd
     eval.num_problems="$NUM_EVAL" --problems "$RUN/data/val.parquet" --mode sequential --out "$RUN/eval-sos"
 treadle eval configs/countdown-3-sft-apr.yaml eval.checkpoint=checkpoints/countdown-3-sft-apr \
     eval.num_problems="$NUM_EVAL" --problems "$RUN/data/val.parquet" --mode apr --out "$RUN/eval-apr"
+treadle train configs/countdown-3-rl-apr.yaml train.steps="${RL_STEPS:-5}" run_dir="$RUN/rl-apr"
 treadle verify countdown --in examples/countdown-answers.jsonl --out "$RUN/verified.jsonl"
-echo "main job done: evaluations in $RUN/eval-sos and $RUN/eval-apr (summary.json, results.jsonl, plots)"
+echo "main job done: evaluations in $RUN/eval-sos and $RUN/eval-apr (summary.json, results.jsonl, plots);"
+echo "RL metrics in $RUN/rl-apr/train_metrics.jsonl, RL policy in $RUN/rl-apr/final"

@@ -1,8 +1,9 @@
 """`treadle bench NAME [--json]`: side-by-side measurements; the last line is one JSON object.
 
 Benchmarks live in benchmarks/<module>.py, each with `add_arguments(parser)` and
-`report(args) -> int`; this module only routes to them (imported when chosen, so the
-CLI starts at once).
+`report(args) -> int`; this module only routes to them. Building the parser imports each
+benchmark module for its arguments, so those modules import torch and the engine only
+inside `report`, and the CLI still starts at once.
 """
 from __future__ import annotations
 

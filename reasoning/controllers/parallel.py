@@ -57,18 +57,17 @@ class ParallelController(ThreadController):
         segment_start = 0  # where the tokens generated since the last join begin
         num_requests = 0
         while True:
-            room = min(limits.max_thread_tokens - thread.num_generated, run.tokens_left)
+            room = min(sampling.max_tokens, limits.max_thread_tokens) - thread.num_generated
             if room <= 0:
-                thread.finish_reason = "budget_exhausted" if run.tokens_left <= 0 else FinishReason.LENGTH.value
+                thread.finish_reason = FinishReason.LENGTH.value
                 return
             request_id = f"{run.episode_id}/{thread.thread_id}/{num_requests}"
             num_requests += 1
             completion = await generate_step(self.engine, thread, replace(sampling, max_tokens=room), request_id, run)
-            if completion is None:
-                thread.finish_reason = "timeout"
+            if isinstance(completion, str):  # the runtime's reason: timeout or budget_exhausted
+                thread.finish_reason = completion
                 return
             thread.add_generated(completion.token_ids, completion.logprobs, completion.versions)
-            run.tokens_left -= len(completion.token_ids)
             last = completion.token_ids[-1] if completion.token_ids else None
             if completion.finish_reason is not FinishReason.STOP_TOKEN:
                 last = None  # a tag that was cut by max_tokens did not stop the thread

@@ -1,10 +1,11 @@
 """What the thread controllers (APR spawn/join, parallel blocks) share.
 
 `EpisodeRun` is the state the threads of one episode share: their list, the token
-budget left, the threads left and the wall-clock deadline. `generate_step` is the one
-way a controller asks the engine to continue a thread: it reserves the request's room in
-the token budget while the request is in flight (so concurrent siblings can never overrun
-it), and aborts the request in the engine when the deadline passes. `score_root` turns
+budget, the threads left and the wall-clock deadline. `generate_step` is the one way a
+controller asks the engine to continue a thread: it reserves the request's room in the
+token budget while the request is in flight (so concurrent siblings can never overrun
+it; a sibling that finds the budget held waits for the holders to give back what they
+did not use), and aborts the request in the engine when the deadline passes. `score_root` turns
 the root thread into the episode's output and verdict: a root the runtime ended scores 0
 with the runtime's reason in the detail. `ThreadController.run` ties them together; a
 protocol's controller only says how one thread runs.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reasoning.controllers.limits import ThreadLimits
@@ -31,9 +32,14 @@ RUNTIME_REASONS = ("bad_markup", "too_deep", "too_many_threads", "budget_exhaust
 class EpisodeRun:
     episode_id: str
     deadline: float
-    tokens_left: int
+    max_tokens: int
+    """The episode's token budget (ThreadLimits.max_total_tokens)."""
     threads_left: int
     threads: list[Thread] = field(default_factory=list)
+    tokens_used: int = 0
+    tokens_reserved: int = 0
+    """Room held by requests in flight: the budget is never overrun by siblings."""
+    _released: asyncio.Condition | None = field(default=None, repr=False)
 
     def new_thread(self, prompt_ids: list[int], parent: Thread | None, spawn_index: int) -> Thread:
         parent_id, depth = (-1, 0) if parent is None else (parent.thread_id, parent.depth + 1)
@@ -41,24 +47,68 @@ class EpisodeRun:
         self.threads.append(thread)
         return thread
 
+    async def reserve(self, want: int) -> int:
+        """Hold up to `want` tokens of the budget; 0 once it is spent.
+
+        While only other requests' reservations stand in the way, wait for them to
+        finish: a reservation that was not used is given back, so a thread is told the
+        budget is exhausted only when the tokens were really generated.
+        """
+        if self._released is None:
+            self._released = asyncio.Condition()
+        async with self._released:
+            while True:
+                free = self.max_tokens - self.tokens_used - self.tokens_reserved
+                if free > 0:
+                    granted = min(want, free)
+                    self.tokens_reserved += granted
+                    return granted
+                if self.tokens_reserved == 0:
+                    return 0
+                await self._released.wait()
+
+    async def release(self, reserved: int, used: int) -> None:
+        assert self._released is not None
+        async with self._released:
+            self.tokens_reserved -= reserved
+            self.tokens_used += used
+            self._released.notify_all()
+
+
+BUDGET_EXHAUSTED = "budget_exhausted"
+TIMEOUT = "timeout"
+
 
 async def generate_step(
     engine: Engine, thread: Thread, sampling: SamplingParams, request_id: str, run: EpisodeRun
-) -> Completion | None:
-    """One engine request continuing `thread`; None when the episode's wall clock runs out."""
-    timeout = run.deadline - time.perf_counter()
-    if timeout <= 0:
-        return None
-    run.tokens_left -= sampling.max_tokens  # reserved while in flight
+) -> Completion | str:
+    """One engine request continuing `thread` by at most `sampling.max_tokens` tokens.
+
+    Returns the completion, or the runtime reason the thread cannot go on: `timeout` when
+    the episode's wall clock runs out (the request is aborted in the engine) and
+    `budget_exhausted` when the episode's tokens are spent.
+    """
+    if run.deadline - time.perf_counter() <= 0:
+        return TIMEOUT
+    reserved = await run.reserve(sampling.max_tokens)
+    if reserved == 0:
+        return BUDGET_EXHAUSTED
+    used = 0
     try:
-        return await asyncio.wait_for(
-            engine.generate(thread.prompt_ids + thread.output_ids, sampling, request_id=request_id), timeout=timeout
+        timeout = run.deadline - time.perf_counter()
+        if timeout <= 0:
+            return TIMEOUT
+        completion = await asyncio.wait_for(
+            engine.generate(thread.prompt_ids + thread.output_ids, replace(sampling, max_tokens=reserved), request_id=request_id),
+            timeout=timeout,
         )
+        used = len(completion.token_ids)
+        return completion
     except asyncio.TimeoutError:
         engine.abort(request_id)
-        return None
+        return TIMEOUT
     finally:
-        run.tokens_left += sampling.max_tokens
+        await run.release(reserved, used)
 
 
 def score_root(problem: Problem, root: Thread, tokenizer: Any) -> tuple[str, Verdict]:

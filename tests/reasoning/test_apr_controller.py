@@ -23,9 +23,9 @@ def tokenizer():
     return build_tokenizer()
 
 
-def run(tokenizer, respond, limits=ThreadLimits(), delay_s=0.0):
+def run(tokenizer, respond, limits=ThreadLimits(), delay_s=0.0, sampling=GREEDY):
     engine = ScriptedEngine(tokenizer, respond, delay_s)
-    episode = asyncio.run(AprController(engine, tokenizer, GREEDY, limits).run(PROBLEM))
+    episode = asyncio.run(AprController(engine, tokenizer, sampling, limits).run(PROBLEM))
     return episode, engine
 
 
@@ -75,7 +75,8 @@ def test_critical_path_and_totals_by_hand(tokenizer):
     ],
 )
 def test_malformed_spawns_end_the_root_with_zero_reward(tokenizer, respond):
-    episode, _ = run(tokenizer, respond, ThreadLimits(max_thread_tokens=20_000, max_total_tokens=20_000))
+    long = SamplingParams(max_tokens=20_000, temperature=0.0)
+    episode, _ = run(tokenizer, respond, ThreadLimits(max_thread_tokens=20_000, max_total_tokens=20_000), sampling=long)
     assert episode.root.finish_reason == "bad_markup"
     assert episode.verdict.reward == 0.0 and len(episode.threads) == 1
 
@@ -129,3 +130,21 @@ def test_wall_clock_limit_aborts_in_flight_requests(tokenizer):
 def test_text_after_end_of_sequence_is_ignored(tokenizer):
     episode, _ = run(tokenizer, lambda c: "<answer>19+3+12</answer><eos><answer>1</answer>")
     assert episode.verdict.reason is Reason.CORRECT
+
+
+def test_reservations_do_not_starve_siblings(tokenizer):
+    """Siblings that wait on reserved-but-unused budget run once it is given back."""
+
+    def respond(context):
+        if context.count("\n") >= 2:
+            return "<answer>19+3=22|12 22\n22+12=34|34</answer>"  # ~20 tokens each
+        if "<join>" not in context:
+            return "<spawn>" + "<thread>19+3=22|12 22</thread>" * 4 + "</spawn>"
+        return "\nFail"
+
+    # Each child may write 256 tokens, so four reservations exceed the 600-token budget;
+    # they use about 20 each, so every child must still run.
+    episode, _ = run(tokenizer, respond, ThreadLimits(max_total_tokens=600))
+    children = episode.threads[1:]
+    assert len(children) == 4 and all(c.finish_reason == "stop_token" for c in children)
+    assert episode.root.finish_reason == "stop_token" and episode.total_tokens < 600

@@ -31,9 +31,9 @@ def tokenizer():
     return build_tokenizer()
 
 
-def run(tokenizer, respond, limits=ThreadLimits(), delay_s=0.0, engine_class=ScriptedEngine):
+def run(tokenizer, respond, limits=ThreadLimits(), delay_s=0.0, engine_class=ScriptedEngine, sampling=GREEDY):
     engine = engine_class(tokenizer, respond, delay_s)
-    episode = asyncio.run(ParallelController(engine, tokenizer, GREEDY, limits).run(PROBLEM))
+    episode = asyncio.run(ParallelController(engine, tokenizer, sampling, limits).run(PROBLEM))
     return episode, engine
 
 
@@ -175,7 +175,8 @@ def test_a_branch_opens_a_nested_block(tokenizer):
     ],
 )
 def test_malformed_blocks_end_the_root_with_zero_reward(tokenizer, respond):
-    episode, _ = run(tokenizer, respond, ThreadLimits(max_thread_tokens=20_000, max_total_tokens=20_000))
+    long = SamplingParams(max_tokens=20_000, temperature=0.0)
+    episode, _ = run(tokenizer, respond, ThreadLimits(max_thread_tokens=20_000, max_total_tokens=20_000), sampling=long)
     assert episode.root.finish_reason == "bad_markup" and len(episode.threads) == 1
     assert episode.verdict.reward == 0.0 and "bad_markup" in episode.verdict.detail
 
@@ -184,7 +185,8 @@ def test_a_branch_outline_of_1000_threads_is_refused_after_max_children_headers(
     huge = "<parallel>" + "<thread>x</thread>" * 1000 + "</parallel>"
     respond = writes(huge, after_join="</conclusion>\n" + ANSWER)
     root_respond = lambda c: "<parallel><thread>g</thread></parallel>" if c == PROMPT else respond(c)
-    episode, engine = run(tokenizer, root_respond, ThreadLimits(max_children=8, max_thread_tokens=20_000))
+    long = SamplingParams(max_tokens=20_000, temperature=0.0)
+    episode, engine = run(tokenizer, root_respond, ThreadLimits(max_children=8, max_thread_tokens=20_000), sampling=long)
     branch = episode.threads[1]
     assert branch.finish_reason == "bad_markup" and len(episode.threads) == 2
     assert len(engine.calls) == 1 + 9 + 1  # the branch stopped at the 9th header
@@ -229,10 +231,12 @@ def test_the_episode_token_budget_is_shared(tokenizer):
     block3 = "<parallel>" + "<thread>a</thread>" * 3 + "</parallel>"
     respond = lambda c: block3 if c == PROMPT else "9" * 500  # a 500-digit run is 500 tokens
     episode, _ = run(tokenizer, respond, ThreadLimits(max_thread_tokens=400, max_total_tokens=300))
-    # The outline takes 1 + 3 * 3 + 1 = 11 tokens; the first branch reserves the other 289,
-    # so its siblings find no room, and neither does the root after the join.
+    # The outline takes 1 + 3 * 3 + 1 = 11 tokens. The first branch reserves its 256
+    # (the sampling limit), the second the 33 left; the third waits for them, finds all
+    # 300 used, and so does the root after the join.
     assert episode.total_tokens == 300
-    assert [t.finish_reason for t in episode.threads] == ["budget_exhausted", "length"] + ["budget_exhausted"] * 2
+    assert [t.finish_reason for t in episode.threads] == ["budget_exhausted", "length", "length", "budget_exhausted"]
+    assert [t.num_generated for t in episode.threads[1:]] == [256, 33, 0]
     assert episode.verdict.reward == 0.0 and "budget_exhausted" in episode.verdict.detail
 
 

@@ -59,3 +59,9 @@ def test_render_and_parse_round_trip():
     assert parse_problem("22|3 12 19") == (22, (3, 12, 19))
     with pytest.raises(StepError):
         parse_problem("22|")
+
+
+def test_unicode_digits_in_a_path_are_bad_syntax():
+    # Arabic-Indic 19 would be read as 19 by int(); the format is ASCII only.
+    verdict = verify_countdown([3, 12, 19], 34, answer("\u0661\u0669+3=22|12 22", "22+12=34|34"))
+    assert verdict.reason is Reason.BAD_SYNTAX

@@ -1,0 +1,141 @@
+"""The Ray actors: thin wrappers around the plain classes that do the work.
+
+- `BufferActor` (num_cpus=0) wraps StreamBuffer (actors/stream_buffer.py).
+- `RolloutActor` (num_cpus=1, async) wraps RolloutCore (actors/rollout_core.py) around a
+  paged engine; its `run` loop asks the buffer for a ticket, generates a group, puts the
+  group's Arrow record batch into the object store and its episodes' metadata into the
+  buffer. Weight updates arrive as a reference to a dict of numpy arrays, zero-copy.
+- `LearnerActor` (num_cpus=1) wraps RLLearner (learner/rl_step.py).
+Episode handles in the buffer are `([ref], episode_id)`: the reference is wrapped in a
+list so that Ray passes it along instead of resolving it.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import ray
+
+
+@ray.remote(num_cpus=0)
+class BufferActor:
+    def __init__(self, max_staleness: int, batch_size: int, group_size: int):
+        from actors.stream_buffer import StreamBuffer
+
+        self.buffer = StreamBuffer(max_staleness=max_staleness, batch_size=batch_size, group_size=group_size)
+
+    def try_admit(self, worker_id: str):
+        return self.buffer.try_admit(worker_id)
+
+    def put(self, ticket, handle, meta) -> None:
+        self.buffer.put(ticket, handle, meta)
+
+    def abort(self, ticket, reason: str) -> None:
+        self.buffer.abort(ticket, reason)
+
+    def take_batch(self, learner_version: int):
+        return self.buffer.take_batch(learner_version)
+
+    def set_version(self, version: int) -> None:
+        self.buffer.set_version(version)
+
+    def metrics(self) -> dict:
+        return self.buffer.metrics()
+
+
+@ray.remote(num_cpus=1)
+class RolloutActor:
+    def __init__(self, worker_id: str, checkpoint: str, problems: list, config: Any):
+        import torch
+
+        from actors.rollout_core import RolloutCore
+        from reasoning.controllers.limits import ThreadLimits
+        from reasoning.countdown.tokenizer import load_tokenizer
+        from rollout import EngineConfig, SamplingParams, make_engine
+
+        torch.set_num_threads(1)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        self.worker_id = worker_id
+        self.problems = problems
+        self.config = config
+        tokenizer = load_tokenizer(checkpoint)
+        engine = make_engine("paged", checkpoint, tokenizer, EngineConfig())
+        train = config.train
+        sampling = SamplingParams(max_tokens=train.max_new_tokens, temperature=train.temperature)
+        limits = ThreadLimits(**{**vars(config.threads), "max_thread_tokens": train.max_new_tokens})
+        self.core = RolloutCore(
+            engine, tokenizer, mode=train.mode, group_size=config.rl.group_size, sampling=sampling, limits=limits
+        )
+        self.cursor = int(worker_id.rsplit("-", 1)[-1])
+        self.stride = train.num_rollout_workers
+        self.running = False
+        self.groups_done = 0
+
+    async def run(self, buffer) -> int:
+        """Generate groups until `stop`; returns how many groups were put."""
+        self.running = True
+        await asyncio.gather(*(self._loop(buffer) for _ in range(self.config.train.groups_in_flight)))
+        return self.groups_done
+
+    def stop(self) -> None:
+        self.running = False
+
+    async def update_weights(self, named_arrays: dict, version: int) -> int:
+        await self.core.load_weights(named_arrays, version)
+        return version
+
+    async def _loop(self, buffer) -> None:
+        from actors.rollout_core import episode_meta, group_record_batch
+        from reasoning.countdown.problems import Problem
+
+        while self.running:
+            ticket = await buffer.try_admit.remote(self.worker_id)
+            if ticket is None:
+                await asyncio.sleep(0.02)
+                continue
+            base = self.problems[self.cursor % len(self.problems)]
+            self.cursor += self.stride
+            # One id per ticket: the learner groups episodes by problem id, and the same
+            # problem may be drawn again in a later epoch.
+            problem = Problem(f"{base.id}#{ticket.ticket_id}", base.numbers, base.target)
+            episodes = await self.core.run_group(problem, problem.id)
+            ref = ray.put(group_record_batch(episodes))
+            for i, episode in enumerate(episodes):
+                meta = episode_meta(episode, problem.id, i, ticket.admitted_version)
+                await buffer.put.remote(ticket, ([ref], episode.episode_id), meta)
+            self.groups_done += 1
+
+
+@ray.remote(num_cpus=1)
+class LearnerActor:
+    def __init__(self, checkpoint: str, rl_config: Any):
+        import torch
+
+        from learner.models import load_model
+        from learner.rl_step import RLLearner
+        from reasoning.countdown.tokenizer import load_tokenizer
+
+        torch.set_num_threads(1)
+        self.tokenizer = load_tokenizer(checkpoint)
+        self.learner = RLLearner(load_model(checkpoint), rl_config)
+
+    def step(self, handles: list) -> dict:
+        """One update on the episodes behind `handles` (([ref], episode_id) pairs)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        refs = {id_list[0].hex(): id_list[0] for id_list, _ in handles}
+        table = pa.Table.from_batches(ray.get(list(refs.values())))
+        wanted = pa.array(sorted({episode_id for _, episode_id in handles}))
+        rows = table.filter(pc.is_in(table.column("episode_id"), value_set=wanted))
+        return self.learner.step(rows)
+
+    def weights(self) -> dict:
+        return self.learner.weights()
+
+    def save(self, directory: str) -> str:
+        from learner.checkpoint import save_checkpoint
+
+        save_checkpoint(directory, self.learner.model, self.tokenizer, None, None)
+        return directory

@@ -1,0 +1,37 @@
+"""Settings of the asynchronous RL loop (`treadle train`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from configs.typed import bounds, one_of
+
+
+@dataclass
+class TrainConfig:
+    """The loop: who generates, how stale data may be, how many learner steps."""
+
+    checkpoint: str = "checkpoints/countdown-3-sft-apr"
+    """The policy to start from (a Hugging Face model directory with its tokenizer)."""
+    mode: str = field(default="apr", metadata=one_of("sequential", "apr"))
+    """How rollout workers reason: one thread, or APR spawn/join thread trees."""
+    steps: int = field(default=20, metadata=bounds(ge=1, le=10_000_000))
+    """Learner steps (each bumps the policy version by one)."""
+    batch_groups: int = field(default=8, metadata=bounds(ge=1, le=100_000))
+    """Groups (of rl.group_size episodes each) per learner step."""
+    max_staleness: int = field(default=2, metadata=bounds(ge=0, le=1000))
+    """eta: no trained token is more than this many versions older than the learner;
+    0 is synchronous training through the same code."""
+    num_rollout_workers: int = field(default=1, metadata=bounds(ge=1, le=1024))
+    """Rollout worker actors (each one engine, num_cpus=1)."""
+    groups_in_flight: int = field(default=4, metadata=bounds(ge=1, le=1024))
+    """Groups one worker generates at once (its engine batches all their threads)."""
+    temperature: float = field(default=1.0, metadata=bounds(gt=0.0, le=10.0))
+    """Rollout sampling temperature."""
+    max_new_tokens: int = field(default=512, metadata=bounds(ge=1, le=1_000_000))
+    """Most tokens one thread may generate in a rollout."""
+    num_cpus: int = field(default=2, metadata=bounds(ge=1, le=4096))
+    """CPUs of the local Ray started when RAY_ADDRESS is unset."""
+    object_store_mb: int = field(default=512, metadata=bounds(ge=80, le=10_000_000))
+    """Object store size of that local Ray."""
+    dashboard: bool = True
+    """Start the Ray dashboard (on 127.0.0.1) with the local Ray."""
