@@ -81,6 +81,10 @@ class RolloutActor:
     def stop(self) -> None:
         self.running = False
 
+    async def evaluate(self, problems: list) -> dict:
+        """Greedy accuracy on held-out problems, alongside the generation loop."""
+        return await self.core.evaluate(problems)
+
     async def update_weights(self, named_arrays: dict, version: int) -> int:
         await self.core.load_weights(named_arrays, version)
         return version

@@ -8,8 +8,10 @@ Rollout workers generate continuously; the buffer admits new groups only within 
 capacity the staleness bound allows and never hands the learner a group with a token more
 than `train.max_staleness` versions old. After each step the driver publishes the new
 weights to every worker (they land between decode steps) and tells the buffer the new
-version. Each step appends one line to RUN/train_metrics.jsonl; the final policy is saved
-to RUN/final.
+version. Each step appends one line to RUN/train_metrics.jsonl and writes TensorBoard
+scalars to RUN/tensorboard; every `train.eval_every` steps (and after the last) a rollout
+worker evaluates held-out problems greedily with the weights it holds. The final policy
+is saved to RUN/final.
 """
 from __future__ import annotations
 
@@ -26,11 +28,15 @@ def run_training(config: Any, run_dir: Path) -> dict:
 
     from actors.actors import BufferActor, LearnerActor, RolloutActor
     from actors.ray_setup import start_ray
+    from torch.utils.tensorboard import SummaryWriter
+
     from reasoning.countdown.problems import generate_problems
 
     train, rl = config.train, config.rl
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_problems, _ = generate_problems(config.task)
+    train_problems, val_problems = generate_problems(config.task)
+    held_out = val_problems[: train.eval_problems]
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
     start_ray(train.num_cpus, train.object_store_mb, train.dashboard)
     batch_size = train.batch_groups * rl.group_size
     buffer = BufferActor.options(name="treadle-buffer").remote(train.max_staleness, batch_size, rl.group_size)
@@ -42,6 +48,7 @@ def run_training(config: Any, run_dir: Path) -> dict:
     loops = [w.run.remote(buffer) for w in workers]
     metrics_path = run_dir / "train_metrics.jsonl"
     version, last = 0, {}
+    evaluations = [{"step": 0, **ray.get(workers[0].evaluate.remote(held_out))}] if train.eval_every else []
     start = time.perf_counter()
     with tqdm(total=train.steps, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
         for _ in range(train.steps):
@@ -71,12 +78,21 @@ def run_training(config: Any, run_dir: Path) -> dict:
                 "buffer": {k: buffer_metrics[k] for k in ("admitted", "consumed", "dropped", "in_flight", "buffered")},
                 "dropped_by_reason": buffer_metrics["dropped_by_reason"],
             }
+            if train.eval_every and (version % train.eval_every == 0 or version == train.steps):
+                evaluations.append({"step": version, **ray.get(workers[0].evaluate.remote(held_out))})
+                last["eval_accuracy"] = evaluations[-1]["accuracy"]
             with metrics_path.open("a") as f:
                 f.write(json.dumps(last) + "\n")
-            bar.set_postfix(reward=f"{last['reward']:.3f}", staleness=last["max_token_staleness"])
+            for key in ("reward", "accuracy", "loss", "mismatch_kl", "max_token_staleness", "learner_wait_s", "learner_step_s", "weight_sync_s", "eval_accuracy"):
+                if key in last:
+                    writer.add_scalar(f"train/{key}", last[key], version)
+            bar.set_postfix(reward=f"{last['reward']:.3f}", staleness=last["max_token_staleness"],
+                            tok_s=f"{stats['tokens'] / max(time.perf_counter() - wait_start, 1e-9):.0f}")  # fmt: skip
             bar.update(1)
     for worker in workers:
         worker.stop.remote()
     ray.get(loops)
     final = ray.get(learner.save.remote(str(run_dir / "final")))
-    return {**last, "final": final, "metrics": str(metrics_path)}
+    writer.close()
+    (run_dir / "eval.json").write_text(json.dumps(evaluations, indent=2) + "\n")
+    return {**last, "evaluations": evaluations, "final": final, "metrics": str(metrics_path)}

@@ -57,6 +57,21 @@ class RolloutCore:
         """k episodes of `problem`, concurrently; episode ids are `group_id/i`."""
         return list(await asyncio.gather(*(self._episode(problem, f"{group_id}/{i}") for i in range(self.group_size))))
 
+    async def evaluate(self, problems: Sequence[Any]) -> dict[str, float]:
+        """Greedy accuracy and mean tokens on `problems`, with the weights in use now."""
+        greedy = replace(self.sampling, temperature=0.0, seed=None)
+        if self.mode == "apr":
+            controller = AprController(self.engine, self.tokenizer, greedy, self.limits)
+            runs = [controller.run(p, f"eval/{p.id}") for p in problems]
+        else:
+            runs = [run_sequential(self.engine, self.tokenizer, p, greedy, episode_id=f"eval/{p.id}") for p in problems]
+        episodes = await asyncio.gather(*runs)
+        return {
+            "accuracy": sum(e.verdict.is_correct for e in episodes) / len(episodes),
+            "mean_total_tokens": sum(e.total_tokens for e in episodes) / len(episodes),
+            "version": self.engine.version,
+        }
+
     async def load_weights(self, named_arrays: Mapping[str, np.ndarray], version: int) -> None:
         await self.engine.update_weights(named_arrays, version)
 

@@ -29,6 +29,10 @@ class TrainConfig:
     """Rollout sampling temperature."""
     max_new_tokens: int = field(default=512, metadata=bounds(ge=1, le=1_000_000))
     """Most tokens one thread may generate in a rollout."""
+    eval_every: int = field(default=10, metadata=bounds(ge=0, le=10_000_000))
+    """Evaluate held-out problems every this many steps, and after the last (0 = never)."""
+    eval_problems: int = field(default=200, metadata=bounds(ge=1, le=1_000_000))
+    """How many validation problems (never trained on) each evaluation uses, greedily."""
     num_cpus: int = field(default=2, metadata=bounds(ge=1, le=4096))
     """CPUs of the local Ray started when RAY_ADDRESS is unset."""
     object_store_mb: int = field(default=512, metadata=bounds(ge=80, le=10_000_000))

@@ -16,7 +16,7 @@ treadle eval configs/countdown-3-sft-sos.yaml eval.checkpoint=checkpoints/countd
     eval.num_problems="$NUM_EVAL" --problems "$RUN/data/val.parquet" --mode sequential --out "$RUN/eval-sos"
 treadle eval configs/countdown-3-sft-apr.yaml eval.checkpoint=checkpoints/countdown-3-sft-apr \
     eval.num_problems="$NUM_EVAL" --problems "$RUN/data/val.parquet" --mode apr --out "$RUN/eval-apr"
-treadle train configs/countdown-3-rl-apr.yaml train.steps="${RL_STEPS:-5}" run_dir="$RUN/rl-apr"
+treadle train configs/countdown-3-rl-apr.yaml train.steps="${RL_STEPS:-5}" train.eval_problems=100 run_dir="$RUN/rl-apr"
 treadle verify countdown --in examples/countdown-answers.jsonl --out "$RUN/verified.jsonl"
 echo "main job done: evaluations in $RUN/eval-sos and $RUN/eval-apr (summary.json, results.jsonl, plots);"
 echo "RL metrics in $RUN/rl-apr/train_metrics.jsonl, RL policy in $RUN/rl-apr/final"

@@ -20,6 +20,7 @@ def test_a_few_async_steps_respect_the_staleness_bound(tmp_path, eta):
         [sys.executable, "-m", "actors.cli", "train", "configs/countdown-3-rl-apr.yaml",
          "train.steps=3", "train.batch_groups=2", "rl.group_size=2", "train.max_new_tokens=128",
          f"train.max_staleness={eta}", "train.dashboard=false", "train.object_store_mb=200",
+         "train.eval_every=3", "train.eval_problems=8",
          f"run_dir={run_dir}"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -32,3 +33,7 @@ def test_a_few_async_steps_respect_the_staleness_bound(tmp_path, eta):
         assert b["admitted"] == b["consumed"] + s["buffer"]["dropped"] + b["in_flight"] + b["buffered"]
         assert b["consumed"] == 4 * s["version"]  # 2 groups of 2 per step, whole groups only
     assert load_model(run_dir / "final").config.num_hidden_layers == 4
+    evaluations = json.loads((run_dir / "eval.json").read_text())
+    assert [e["step"] for e in evaluations] == [0, 3] and all(0 <= e["accuracy"] <= 1 for e in evaluations)
+    assert steps[-1]["eval_accuracy"] == evaluations[-1]["accuracy"]
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
