@@ -8,8 +8,9 @@ Rollout workers generate continuously; the buffer admits new groups only within 
 capacity the staleness bound allows and never hands the learner a group with a token more
 than `train.max_staleness` versions old. After each step the driver publishes the new
 weights to every worker (they land between decode steps) and tells the buffer the new
-version. Each step appends one line to RUN/train_metrics.jsonl and writes TensorBoard
-scalars to RUN/tensorboard; every `train.eval_every` steps (and after the last) a rollout
+version. Each step appends one line to RUN/train_metrics.jsonl, writes TensorBoard
+scalars to RUN/tensorboard and sets the `treadle_*` gauges of the Ray dashboard
+(actors/dashboard_metrics.py); every `train.eval_every` steps (and after the last) a rollout
 worker evaluates held-out problems greedily with the weights it holds. The final policy
 is saved to RUN/final.
 """
@@ -27,6 +28,7 @@ def run_training(config: Any, run_dir: Path) -> dict:
     from tqdm import tqdm
 
     from actors.actors import BufferActor, LearnerActor, RolloutActor
+    from actors.dashboard_metrics import DashboardMetrics
     from actors.ray_setup import start_ray
     from torch.utils.tensorboard import SummaryWriter
 
@@ -46,6 +48,7 @@ def run_training(config: Any, run_dir: Path) -> dict:
         for i in range(train.num_rollout_workers)
     ]
     loops = [w.run.remote(buffer) for w in workers]
+    dashboard = DashboardMetrics()
     metrics_path = run_dir / "train_metrics.jsonl"
     version, last = 0, {}
     evaluations = [{"step": 0, **ray.get(workers[0].evaluate.remote(held_out))}] if train.eval_every else []
@@ -75,6 +78,7 @@ def run_training(config: Any, run_dir: Path) -> dict:
                 "learner_step_s": round(sync_start - step_start, 3),
                 "weight_sync_s": round(time.perf_counter() - sync_start, 3),
                 "elapsed_s": round(time.perf_counter() - start, 2),
+                "rollout_tokens_per_s": round(stats["tokens"] / max(time.perf_counter() - wait_start, 1e-9), 1),
                 "buffer": {k: buffer_metrics[k] for k in ("admitted", "consumed", "dropped", "in_flight", "buffered")},
                 "dropped_by_reason": buffer_metrics["dropped_by_reason"],
             }
@@ -83,11 +87,12 @@ def run_training(config: Any, run_dir: Path) -> dict:
                 last["eval_accuracy"] = evaluations[-1]["accuracy"]
             with metrics_path.open("a") as f:
                 f.write(json.dumps(last) + "\n")
+            dashboard.record(last)
             for key in ("reward", "accuracy", "loss", "mismatch_kl", "max_token_staleness", "learner_wait_s", "learner_step_s", "weight_sync_s", "eval_accuracy"):
                 if key in last:
                     writer.add_scalar(f"train/{key}", last[key], version)
             bar.set_postfix(reward=f"{last['reward']:.3f}", staleness=last["max_token_staleness"],
-                            tok_s=f"{stats['tokens'] / max(time.perf_counter() - wait_start, 1e-9):.0f}")  # fmt: skip
+                            tok_s=f"{last['rollout_tokens_per_s']:.0f}")  # fmt: skip
             bar.update(1)
     for worker in workers:
         worker.stop.remote()

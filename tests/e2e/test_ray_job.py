@@ -1,0 +1,85 @@
+"""`ray job submit` against a real head node on 127.0.0.1, and the dashboard's metrics.
+
+Starts `ray start --head` on loopback with its own ports, submits a short `treadle train`
+job with `--working-dir .`, reads the node's Prometheus endpoint over HTTP until the
+`treadle_` gauges appear, waits for the job to succeed, and stops the head node.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ray"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture()
+def head_node(tmp_path):
+    if shutil.which("ray", path=str(BIN)) is None:
+        pytest.fail("the ray CLI is missing from the virtual environment")
+    ports = {"gcs": free_port(), "dashboard": free_port(), "metrics": free_port()}
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    started = ray_cli(
+        "start", "--head", f"--port={ports['gcs']}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={ports['dashboard']}", f"--metrics-export-port={ports['metrics']}", "--num-cpus=2",
+        "--object-store-memory=300000000", "--disable-usage-stats", env=env,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr[-2000:]
+    # The job client authenticates with the cluster's token (Ray's token auth stays on).
+    client_env = {**env, "RAY_AUTH_MODE": "token"}
+    try:
+        yield ports, client_env
+    finally:
+        ray_cli("stop", "--force", env=env)
+
+
+def test_job_submit_runs_training_and_serves_metrics(head_node, tmp_path):
+    ports, env = head_node
+    address = f"http://127.0.0.1:{ports['dashboard']}"
+    run_dir = tmp_path / "job"
+    submitted = ray_cli(
+        "job", "submit", "--no-wait", f"--address={address}", "--working-dir", ".", "--",
+        "treadle", "train", "configs/countdown-3-rl-apr.yaml", "train.steps=6", "train.batch_groups=2",
+        "rl.group_size=2", "train.max_new_tokens=128", "train.eval_every=0", f"run_dir={run_dir}",
+        env=env,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr[-2000:]
+    job_id = next(w.strip("'") for w in submitted.stdout.split() if w.strip("'").startswith("raysubmit_"))
+    metrics_url = f"http://127.0.0.1:{ports['metrics']}/metrics"
+    seen: set[str] = set()
+    status = ""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+            seen |= {line.split("{")[0] for line in text.splitlines() if line.startswith("ray_treadle_")}
+        except OSError:
+            pass
+        status = ray_cli("job", "status", f"--address={address}", job_id, env=env).stdout.lower()
+        if any(word in status for word in ("succeeded", "failed", "stopped")):
+            break
+        time.sleep(2)
+    logs = ray_cli("job", "logs", f"--address={address}", job_id, env=env).stdout
+    assert "succeeded" in status, logs[-3000:]
+    assert (run_dir / "final" / "model.safetensors").is_file()
+    assert len((run_dir / "train_metrics.jsonl").read_text().splitlines()) == 6
+    assert {"ray_treadle_learner_version", "ray_treadle_buffer_admitted", "ray_treadle_max_token_staleness"} <= seen
