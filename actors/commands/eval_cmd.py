@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UsageError(f"--compare {directory}: no summary.json there")
         other = json.loads(path.read_text())
+        if not isinstance(other, dict) or not {"mode", "checkpoint", "curves"} <= set(other):
+            raise UsageError(f"--compare {directory}: summary.json is not one that treadle eval wrote")
         others[_label(other)] = other
     try:
         summary = evaluate(config, task, checkpoint, problems, args.mode, args.out, others)
@@ -113,8 +115,11 @@ def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, oth
     else:
         controller = partial(run_sequential, engine, tokenizer, sampling=sampling, task=task)
     start = time.perf_counter()
-    with tqdm(total=len(problems), unit="problem", file=sys.stderr, disable=None) as bar:
-        episodes = asyncio.run(run_all(problems, controller, config.eval.max_concurrent, bar.update))
+    try:
+        with tqdm(total=len(problems), unit="problem", file=sys.stderr, disable=None) as bar:
+            episodes = asyncio.run(run_all(problems, controller, config.eval.max_concurrent, bar.update))
+    finally:
+        engine.close()
     summary = summarize(episodes, load_trained_keys(checkpoint))
     summary["curves"] = budget_curves(episodes)
     if multipath is not None:
