@@ -2,9 +2,9 @@
 
 - `BufferActor` (num_cpus=0) wraps StreamBuffer (actors/stream_buffer.py).
 - `RolloutActor` (num_cpus=1, async) wraps RolloutCore (actors/rollout_core.py) around a
-  paged engine; its `run` loop asks the buffer for a ticket, generates a group, puts the
-  group's Arrow record batch into the object store and its episodes' metadata into the
-  buffer. Weight updates arrive as a reference to a dict of numpy arrays, zero-copy.
+  paged engine; its `run` loop asks the buffer for a ticket, generates a group, appends
+  the group's Arrow record batch to the worker's Parquet rollout log, puts it into the
+  object store and its episodes' metadata into the buffer. Weight updates arrive as a reference to a dict of numpy arrays, zero-copy.
 - `LearnerActor` (num_cpus=1) wraps RLLearner (learner/rl_step.py).
 Episode handles in the buffer are `([ref], episode_id)`: the reference is wrapped in a
 list so that Ray passes it along instead of resolving it.
@@ -46,7 +46,7 @@ class BufferActor:
 
 @ray.remote(num_cpus=1)
 class RolloutActor:
-    def __init__(self, worker_id: str, checkpoint: str, problems: list, config: Any):
+    def __init__(self, worker_id: str, checkpoint: str, problems: list, config: Any, log_path: str | None = None):
         import torch
 
         from actors.rollout_core import RolloutCore
@@ -71,11 +71,17 @@ class RolloutActor:
         self.stride = train.num_rollout_workers
         self.running = False
         self.groups_done = 0
+        self.log_path = log_path
+        self.log = None  # a pyarrow ParquetWriter, opened with the first group
 
     async def run(self, buffer) -> int:
         """Generate groups until `stop`; returns how many groups were put."""
         self.running = True
-        await asyncio.gather(*(self._loop(buffer) for _ in range(self.config.train.groups_in_flight)))
+        try:
+            await asyncio.gather(*(self._loop(buffer) for _ in range(self.config.train.groups_in_flight)))
+        finally:
+            if self.log is not None:
+                self.log.close()
         return self.groups_done
 
     def stop(self) -> None:
@@ -88,6 +94,19 @@ class RolloutActor:
     async def update_weights(self, named_arrays: dict, version: int) -> int:
         await self.core.load_weights(named_arrays, version)
         return version
+
+    def _append_log(self, batch) -> None:
+        """Every generated group goes to this worker's Parquet rollout log, trained or not."""
+        if self.log_path is None:
+            return
+        if self.log is None:
+            import pyarrow.parquet as pq
+
+            from reasoning.episode_table import THREAD_SCHEMA
+
+            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+            self.log = pq.ParquetWriter(self.log_path, THREAD_SCHEMA)
+        self.log.write_batch(batch)
 
     async def _loop(self, buffer) -> None:
         from actors.rollout_core import episode_meta, group_record_batch
@@ -104,7 +123,9 @@ class RolloutActor:
             # problem may be drawn again in a later epoch.
             problem = Problem(f"{base.id}#{ticket.ticket_id}", base.numbers, base.target)
             episodes = await self.core.run_group(problem, problem.id)
-            ref = ray.put(group_record_batch(episodes))
+            batch = group_record_batch(episodes)
+            self._append_log(batch)
+            ref = ray.put(batch)
             for i, episode in enumerate(episodes):
                 meta = episode_meta(episode, problem.id, i, ticket.admitted_version)
                 await buffer.put.remote(ticket, ([ref], episode.episode_id), meta)

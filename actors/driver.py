@@ -8,7 +8,8 @@ Rollout workers generate continuously; the buffer admits new groups only within 
 capacity the staleness bound allows and never hands the learner a group with a token more
 than `train.max_staleness` versions old. After each step the driver publishes the new
 weights to every worker (they land between decode steps) and tells the buffer the new
-version. Each step appends one line to RUN/train_metrics.jsonl, writes TensorBoard
+version. Every generated episode is appended to RUN/rollouts/<worker>.parquet (the
+episode table's schema). Each step appends one line to RUN/train_metrics.jsonl, writes TensorBoard
 scalars to RUN/tensorboard and sets the `treadle_*` gauges of the Ray dashboard
 (actors/dashboard_metrics.py); every `train.eval_every` steps (and after the last) a rollout
 worker evaluates held-out problems greedily with the weights it holds. The final policy
@@ -44,7 +45,9 @@ def run_training(config: Any, run_dir: Path) -> dict:
     buffer = BufferActor.options(name="treadle-buffer").remote(train.max_staleness, batch_size, rl.group_size)
     learner = LearnerActor.options(name="treadle-learner").remote(train.checkpoint, rl)
     workers = [
-        RolloutActor.options(name=f"treadle-rollout-{i}").remote(f"rollout-{i}", train.checkpoint, train_problems, config)
+        RolloutActor.options(name=f"treadle-rollout-{i}").remote(
+            f"rollout-{i}", train.checkpoint, train_problems, config, str(run_dir.resolve() / "rollouts" / f"rollout-{i}.parquet")
+        )
         for i in range(train.num_rollout_workers)
     ]
     loops = [w.run.remote(buffer) for w in workers]

@@ -37,3 +37,9 @@ def test_a_few_async_steps_respect_the_staleness_bound(tmp_path, eta):
     assert [e["step"] for e in evaluations] == [0, 3] and all(0 <= e["accuracy"] <= 1 for e in evaluations)
     assert steps[-1]["eval_accuracy"] == evaluations[-1]["accuracy"]
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    # Every generated episode is in the rollout log, trained or not.
+    from reasoning.episode_table import read_threads
+
+    log = read_threads(run_dir / "rollouts" / "rollout-0.parquet")
+    episodes = set(log.column("episode_id").to_pylist())
+    assert len(episodes) >= steps[-1]["buffer"]["consumed"]
