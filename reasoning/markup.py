@@ -27,3 +27,8 @@ MARKUP_TAGS: tuple[str, ...] = (
     CONCLUSION_OPEN, CONCLUSION_CLOSE,
     ANSWER_OPEN, ANSWER_CLOSE,
 )  # fmt: skip
+
+
+class MarkupError(ValueError):
+    """Malformed thread markup (unbalanced or stray tags, empty or too many threads);
+    raised by every protocol's parser in reasoning/protocols/."""

@@ -42,24 +42,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from actors.commands.common import load_experiment
     from configs.typed import build, to_dict
     from reasoning.countdown.config import CountdownConfig
 
-    settings = to_dict(_base_task(args.config))
+    settings = to_dict(load_experiment(args.config, []).task)
     settings.update({field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag) is not None})
     config = build(CountdownConfig, settings, path="task")
     generate_files(config, args.out)
     return 0
-
-
-def _base_task(config_path: str | None):
-    from reasoning.countdown.config import CountdownConfig
-
-    if config_path is None:
-        return CountdownConfig()
-    from configs.experiment import load_config
-
-    return load_config(config_path).task
 
 
 def generate_files(config, out: Path) -> None:

@@ -22,7 +22,7 @@ from reasoning.controllers.limits import ThreadLimits
 from reasoning.controllers.runtime import RUNTIME_REASONS, EpisodeRun, ThreadController, generate_step
 from reasoning.episode import Thread
 from reasoning.markup import SPAWN_CLOSE
-from reasoning.protocols.apr import MarkupError, child_result, parse_spawn, render_join
+from reasoning.protocols.apr import child_result, parse_spawn, render_join
 from rollout.engine import Engine, FinishReason, SamplingParams
 
 
@@ -67,18 +67,10 @@ class AprController(ThreadController):
         `segment` holds only what the parent generated since its last join, so a `<spawn>`
         quoted inside a joined result is never mistaken for the parent's own.
         """
-        if parent.depth >= self.limits.max_depth:
-            return "too_deep"
-        text = self.tokenizer.decode(segment, skip_special_tokens=True)
-        try:
-            children_text = parse_spawn(text, self.limits.max_children)
-        except MarkupError:
-            return "bad_markup"
-        if len(children_text) > run.threads_left:
-            return "too_many_threads"
-        run.threads_left -= len(children_text)
-        spawn_index = parent.num_spawns
-        parent.num_spawns += 1
+        claimed = self._claim_fork(parent, segment, run, parse_spawn)
+        if isinstance(claimed, str):
+            return claimed
+        children_text, spawn_index = claimed
         children = [
             run.new_thread(parent.prompt_ids + self.tokenizer.encode(child + "\n"), parent, spawn_index)
             for child in children_text

@@ -31,7 +31,7 @@ from reasoning.controllers.limits import ThreadLimits
 from reasoning.controllers.runtime import RUNTIME_REASONS, EpisodeRun, ThreadController, generate_step
 from reasoning.episode import Thread
 from reasoning.markup import CONCLUSION_OPEN, PARALLEL_CLOSE, PARALLEL_OPEN, THREAD_CLOSE
-from reasoning.protocols.parallel import FAILED_BODY, MarkupError, branch_prompt_suffix, parse_block
+from reasoning.protocols.parallel import FAILED_BODY, branch_prompt_suffix, parse_block
 from rollout.engine import Engine, FinishReason, SamplingParams
 
 
@@ -92,18 +92,10 @@ class ParallelController(ThreadController):
 
     async def _run_block(self, parent: Thread, segment: list[int], run: EpisodeRun) -> str | None:
         """Run the branches of the block `segment` ends with and join them; a runtime reason if it cannot."""
-        if parent.depth >= self.limits.max_depth:
-            return "too_deep"
-        text = self.tokenizer.decode(segment, skip_special_tokens=True)
-        try:
-            goals = parse_block(text, self.limits.max_children)
-        except MarkupError:
-            return "bad_markup"
-        if len(goals) > run.threads_left:
-            return "too_many_threads"
-        run.threads_left -= len(goals)
-        spawn_index = parent.num_spawns
-        parent.num_spawns += 1
+        claimed = self._claim_fork(parent, segment, run, parse_block)
+        if isinstance(claimed, str):
+            return claimed
+        goals, spawn_index = claimed
         context = parent.prompt_ids + parent.output_ids
         headers = [self.tokenizer.encode(branch_prompt_suffix(goal)) for goal in goals]
         branches = [run.new_thread(context + header, parent, spawn_index) for header in headers]

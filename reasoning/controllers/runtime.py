@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from reasoning.controllers.limits import ThreadLimits
 from reasoning.controllers.sequential import problem_prompt_ids
 from reasoning.countdown.problems import Problem
 from reasoning.episode import Episode, Thread
+from reasoning.markup import MarkupError
 from reward import Reason, Verdict, verify_countdown
 from rollout.engine import Completion, Engine, SamplingParams
 
@@ -140,3 +141,23 @@ class ThreadController:
 
     async def _run_thread(self, thread: Thread, run: EpisodeRun) -> None:
         raise NotImplementedError
+
+    def _claim_fork(
+        self, parent: Thread, segment: list[int], run: EpisodeRun, parse: Callable[[str, int], list[str]]
+    ) -> tuple[list[str], int] | str:
+        """Parse the fork markup `segment` ends with and claim its threads.
+
+        Returns (the threads' texts, the parent's spawn index for them), or the runtime
+        reason the parent cannot fork: too deep, bad markup, or too many threads.
+        """
+        if parent.depth >= self.limits.max_depth:
+            return "too_deep"
+        try:
+            texts = parse(self.tokenizer.decode(segment, skip_special_tokens=True), self.limits.max_children)
+        except MarkupError:
+            return "bad_markup"
+        if len(texts) > run.threads_left:
+            return "too_many_threads"
+        run.threads_left -= len(texts)
+        parent.num_spawns += 1
+        return texts, parent.num_spawns - 1

@@ -22,6 +22,7 @@ from reasoning.markup import (
     ANSWER_OPEN,
     JOIN_CLOSE,
     JOIN_OPEN,
+    MarkupError,
     SPAWN_CLOSE,
     SPAWN_OPEN,
     THREAD_CLOSE,
@@ -29,10 +30,6 @@ from reasoning.markup import (
 )
 
 FAIL = "Fail"
-
-
-class MarkupError(ValueError):
-    """Malformed spawn markup (unbalanced or stray tags, empty threads)."""
 
 
 def render_spawn(children: Sequence[str]) -> str:

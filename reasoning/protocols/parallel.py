@@ -37,6 +37,7 @@ from typing import Sequence
 from reasoning.markup import (
     CONCLUSION_OPEN,
     MARKUP_TAGS,
+    MarkupError,
     PARALLEL_CLOSE,
     PARALLEL_OPEN,
     THREAD_CLOSE,
@@ -45,10 +46,6 @@ from reasoning.markup import (
 
 FAILED_BODY = "Fail"
 """The body joined in place of a branch that the runtime ended."""
-
-
-class MarkupError(ValueError):
-    """A malformed parallel outline (unbalanced or stray tags, empty or multi-line goals, too many)."""
 
 
 def render_block(goals: Sequence[str]) -> str:
