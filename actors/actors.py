@@ -3,8 +3,9 @@
 - `BufferActor` (num_cpus=0) wraps StreamBuffer (actors/stream_buffer.py).
 - `RolloutActor` (num_cpus=1, async) wraps RolloutCore (actors/rollout_core.py) around a
   paged engine; its `run` loop asks the buffer for a ticket, generates a group, appends
-  the group's Arrow record batch to the worker's Parquet rollout log, puts it into the
-  object store and its episodes' metadata into the buffer. Weight updates arrive as a reference to a dict of numpy arrays, zero-copy.
+  the group's Arrow record batch to the worker's Parquet rollout log
+  (actors/rollout_log.py), puts it into the object store and its episodes' metadata into
+  the buffer. Weight updates arrive as a reference to a dict of numpy arrays, zero-copy.
 - `LearnerActor` (num_cpus=1) wraps RLLearner (learner/rl_step.py).
 Episode handles in the buffer are `([ref], episode_id)`: the reference is wrapped in a
 list so that Ray passes it along instead of resolving it.
@@ -13,9 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import asdict
 from typing import Any
 
 import ray
+
+from actors.idle_clock import IdleClock
+from actors.rollout_log import RolloutLog
 
 
 @ray.remote(num_cpus=0)
@@ -43,10 +48,18 @@ class BufferActor:
     def metrics(self) -> dict:
         return self.buffer.metrics()
 
+    def checkpoint(self) -> tuple[dict, dict]:
+        """The buffer's state and the handles of the episodes a checkpoint must keep, at one instant."""
+        return self.buffer.state_dict(), self.buffer.buffered_handles()
+
+    def load_state(self, state: dict, handles: dict) -> dict:
+        self.buffer.load_state_dict(state, handles)
+        return self.buffer.metrics()
+
 
 @ray.remote(num_cpus=1)
 class RolloutActor:
-    def __init__(self, worker_id: str, checkpoint: str, problems: list, config: Any, log_path: str | None = None):
+    def __init__(self, worker_id: str, checkpoint: str, problems: list, config: Any, log_dir: str | None = None):
         import torch
 
         from actors.rollout_core import RolloutCore
@@ -67,12 +80,11 @@ class RolloutActor:
         self.core = RolloutCore(
             engine, tokenizer, mode=train.mode, group_size=config.rl.group_size, sampling=sampling, limits=limits
         )
-        self.cursor = int(worker_id.rsplit("-", 1)[-1])
-        self.stride = train.num_rollout_workers
         self.running = False
         self.groups_done = 0
-        self.log_path = log_path
-        self.log = None  # a pyarrow ParquetWriter, opened with the first group
+        self.active_groups = 0
+        self.idle = IdleClock()
+        self.log = RolloutLog(log_dir) if log_dir else None
 
     async def run(self, buffer) -> int:
         """Generate groups until `stop`; returns how many groups were put."""
@@ -93,20 +105,13 @@ class RolloutActor:
 
     async def update_weights(self, named_arrays: dict, version: int) -> int:
         await self.core.load_weights(named_arrays, version)
+        if self.log is not None:
+            self.log.rotate()
         return version
 
-    def _append_log(self, batch) -> None:
-        """Every generated group goes to this worker's Parquet rollout log, trained or not."""
-        if self.log_path is None:
-            return
-        if self.log is None:
-            import pyarrow.parquet as pq
-
-            from reasoning.episode_table import THREAD_SCHEMA
-
-            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-            self.log = pq.ParquetWriter(self.log_path, THREAD_SCHEMA)
-        self.log.write_batch(batch)
+    def stats(self) -> dict:
+        """Groups finished, the fraction of time with no group being generated, engine counters."""
+        return {"groups": self.groups_done, "idle_ratio": self.idle.ratio(), **asdict(self.core.engine.stats())}
 
     async def _loop(self, buffer) -> None:
         from actors.rollout_core import episode_meta, group_record_batch
@@ -117,14 +122,22 @@ class RolloutActor:
             if ticket is None:
                 await asyncio.sleep(0.02)
                 continue
-            base = self.problems[self.cursor % len(self.problems)]
-            self.cursor += self.stride
-            # One id per ticket: the learner groups episodes by problem id, and the same
-            # problem may be drawn again in a later epoch.
+            # Group g samples problem g (mod the set): the buffer's ticket cursor is the data
+            # cursor, so a resumed run goes on where the checkpoint stopped. One id per
+            # ticket: the learner groups episodes by problem id, and a later epoch draws
+            # the same problem again.
+            base = self.problems[ticket.ticket_id % len(self.problems)]
             problem = Problem(f"{base.id}#{ticket.ticket_id}", base.numbers, base.target)
-            episodes = await self.core.run_group(problem, problem.id)
+            self.active_groups += 1
+            self.idle.set_busy(True)
+            try:
+                episodes = await self.core.run_group(problem, problem.id)
+            finally:
+                self.active_groups -= 1
+                self.idle.set_busy(self.active_groups > 0)
             batch = group_record_batch(episodes)
-            self._append_log(batch)
+            if self.log is not None:
+                self.log.append(batch)
             ref = ray.put(batch)
             for i, episode in enumerate(episodes):
                 meta = episode_meta(episode, problem.id, i, ticket.admitted_version)
@@ -164,3 +177,26 @@ class LearnerActor:
 
         save_checkpoint(directory, self.learner.model, self.tokenizer, None, None)
         return directory
+
+    def save_state(self, directory: str) -> int:
+        """learner.pt (weights, optimizers, version, RNG) and policy/ (HF) into a checkpoint being built."""
+        import torch
+
+        from actors.run_checkpoint import LEARNER, POLICY
+        from learner.checkpoint import rng_state
+        from learner.models import save_model
+
+        torch.save({"learner": self.learner.state_dict(), "rng": rng_state()}, os.path.join(directory, LEARNER))
+        save_model(self.learner.model, self.tokenizer, os.path.join(directory, POLICY))
+        return self.learner.version
+
+    def load_state(self, directory: str) -> int:
+        import torch
+
+        from actors.run_checkpoint import LEARNER
+        from learner.checkpoint import set_rng_state
+
+        state = torch.load(os.path.join(directory, LEARNER), weights_only=False)
+        self.learner.load_state_dict(state["learner"])
+        set_rng_state(state["rng"])
+        return self.learner.version

@@ -279,6 +279,16 @@ class StreamBuffer:
             ],
         }
 
+    def buffered_handles(self) -> dict[tuple[int, int], Any]:
+        """{(ticket_id, sample_index): handle} of every episode of a complete group: the
+        episodes whose data a checkpoint must keep (the keys of `restore_keys`)."""
+        return {
+            (ticket_id, index): episode.handle
+            for ticket_id, group in self._groups.items()
+            if group.complete
+            for index, episode in group.episodes.items()
+        }
+
     @staticmethod
     def restore_keys(state: Mapping[str, Any]) -> list[tuple[int, int]]:
         """(ticket_id, sample_index) of the episodes whose handles `load_state_dict` needs."""

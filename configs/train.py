@@ -33,6 +33,11 @@ class TrainConfig:
     """Evaluate held-out problems every this many steps, and after the last (0 = never)."""
     eval_problems: int = field(default=200, metadata=bounds(ge=1, le=1_000_000))
     """How many validation problems (never trained on) each evaluation uses, greedily."""
+    checkpoint_every: int = field(default=10, metadata=bounds(ge=0, le=10_000_000))
+    """Checkpoint the whole loop (RUN/checkpoints/step-N) every this many steps, and always
+    after the last; `treadle train --resume RUN` goes on from the newest (0 = last only)."""
+    keep_checkpoints: int = field(default=2, metadata=bounds(ge=1, le=1000))
+    """How many of the newest loop checkpoints to keep."""
     num_cpus: int = field(default=2, metadata=bounds(ge=1, le=4096))
     """CPUs of the local Ray started when RAY_ADDRESS is unset."""
     object_store_mb: int = field(default=512, metadata=bounds(ge=80, le=10_000_000))

@@ -15,9 +15,9 @@ class RLConfig:
     group_size: int = field(default=8, metadata=bounds(ge=1, le=1024))
     """Episodes sampled per problem (k); the k episodes of one problem form a group."""
     clip_low: float = field(default=0.2, metadata=bounds(ge=0.0, le=1.0))
-    """PPO ratio clip below 1: the ratio is clipped to at least 1 - clip_low. The learner
-    makes one update per batch, so the ratio pi_theta / pi_prox is 1 and the clip does not
-    act yet; staleness is corrected by the truncated importance weight (weight_cap)."""
+    """PPO ratio clip below 1: the ratio pi_theta / pi_prox is clipped to at least
+    1 - clip_low. It acts only from a step's second update on (ppo_epochs or mini_batches
+    above 1); staleness is corrected by the truncated importance weight (weight_cap)."""
     clip_high: float = field(default=0.28, metadata=bounds(ge=0.0, le=10.0))
     """PPO ratio clip above 1 (DAPO's clip-higher): at most 1 + clip_high."""
     weight_cap: float = field(default=5.0, metadata=bounds(ge=1.0, le=1e6))
@@ -28,6 +28,11 @@ class RLConfig:
     """Average token losses over all trained tokens, or within each episode first."""
     parallel_bonus: float = field(default=0.0, metadata=bounds(ge=0.0, le=10.0))
     """ThreadWeaver bonus weight * (1 - critical/total tokens) added to correct episodes' rewards (0 = off)."""
+    ppo_epochs: int = field(default=1, metadata=bounds(ge=1, le=100))
+    """Passes over each batch; with more than one, the PPO ratio clip acts."""
+    mini_batches: int = field(default=1, metadata=bounds(ge=1, le=4096))
+    """Optimizer updates per pass, each on an equal share of the batch's micro-batches
+    (capped at their number)."""
     lr: float = field(default=1e-5, metadata=bounds(gt=0.0, le=1.0))
     """Learning rate (constant), of AdamW and of Muon when optimizer is muon."""
     weight_decay: float = field(default=0.0, metadata=bounds(ge=0.0, le=1.0))

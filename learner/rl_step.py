@@ -1,20 +1,22 @@
-"""The RL learner as a plain class: one decoupled-PPO update per batch of episodes.
+"""The RL learner as a plain class: decoupled-PPO updates on one batch of episodes.
 
-`RLLearner.step(rows)` packs the episode rows (learner/rl_batch.py), runs the model in
-fp32 over every micro-batch to get the logprob of each label, computes the decoupled PPO
-loss (learner/ppo_loss.py) over all trained tokens of the step at once, clips the
-gradient, steps the optimizer(s) and bumps `version`. The Ray actor wraps this class.
+`RLLearner.step(rows)` packs the episode rows (learner/rl_batch.py) into micro-batches
+(one forward each), splits them into `rl.mini_batches` groups and makes one optimizer
+update per group, `rl.ppo_epochs` times over; then it bumps `version` once. Each update
+runs the model in fp32 over its micro-batches, computes the decoupled PPO loss
+(learner/ppo_loss.py) over their trained tokens at once, clips the gradient and steps the
+optimizer(s). The Ray actor wraps this class.
 
-Proximal policy: AReaL's pi_prox is the learner's weights before this update. A step
-makes exactly one optimizer update from one forward pass, so pi_prox equals the weights
-the forward runs with, and the proximal logprobs are that forward's logprobs detached:
-the same numbers a separate no-grad forward would give, for one forward less. (Several
-updates per batch would need a no-grad forward before the first.) The importance weight
-min(pi_prox / pi_behav, cap) then corrects for tokens sampled by older versions.
+Proximal policy: AReaL's pi_prox is the learner's weights before the step's first update.
+With a single update per step the forward runs with exactly those weights, so the
+proximal logprobs are that forward's logprobs detached (one forward less); with several,
+a no-grad forward before the first update computes them, and the PPO ratio
+pi_theta / pi_prox is clipped in the later updates. The importance weight
+min(pi_prox / pi_behav, cap) corrects for tokens sampled by older versions.
 
-Not covered: learning-rate schedules, data parallelism, fused chunked logprobs (issue 7).
-The micro-batches' graphs are all held until the single backward, so `rows` bounds the
-attention-mask size of a forward, not the activation memory of a step.
+Not covered: learning-rate schedules and data parallelism. An update's micro-batches keep
+their graphs until its backward, so `rows` bounds the attention-mask size of a forward,
+not the activation memory of an update.
 """
 from __future__ import annotations
 
@@ -28,24 +30,31 @@ import torch
 
 from learner.optim import build_optimizers
 from learner.packing import IGNORE, attention_mask
-from learner.ppo_loss import decoupled_ppo_loss
-from learner.rl_batch import MicroBatch, build_batch
+from learner.ppo_loss import PPOTerms, decoupled_ppo_loss
+from learner.rl_batch import MicroBatch, RLBatch, build_batch
 from learner.rl_config import RLConfig
 
 
 def label_logprobs(model: torch.nn.Module, batch: MicroBatch) -> torch.Tensor:
-    """log p(label | prefix) at every position, [rows, seq_len] fp32; 0 where there is no label."""
+    """log p(label | prefix) at every position, [rows, seq_len] fp32; 0 where there is no label.
+
+    The forward runs only over the columns some row uses: packed rows are filled from the
+    left, so trailing all-padding columns (a short last micro-batch) cost nothing.
+    """
     device = next(model.parameters()).device
     packed = batch.packed
+    rows, seq_len = packed.input_ids.shape
+    width = int((packed.segment_ids > 0).any(axis=0).nonzero()[0].max(initial=-1)) + 1
     logits = model(
-        input_ids=torch.from_numpy(packed.input_ids).to(device),
-        position_ids=torch.from_numpy(packed.position_ids).to(device),
-        attention_mask=attention_mask(packed.segment_ids).to(device),
+        input_ids=torch.from_numpy(packed.input_ids[:, :width]).to(device),
+        position_ids=torch.from_numpy(packed.position_ids[:, :width]).to(device),
+        attention_mask=attention_mask(packed.segment_ids[:, :width]).to(device),
     ).logits.float()
-    labels = torch.from_numpy(packed.labels).to(device)
+    labels = torch.from_numpy(packed.labels[:, :width]).to(device)
     has_label = labels != IGNORE
     gathered = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return torch.where(has_label, gathered, torch.zeros_like(gathered))
+    out = torch.where(has_label, gathered, torch.zeros_like(gathered))
+    return torch.nn.functional.pad(out, (0, seq_len - width))
 
 
 class RLLearner:
@@ -66,8 +75,9 @@ class RLLearner:
         self,
         rows: Iterable[dict[str, Any]] | pa.Table,
         episode_tokens: Mapping[str, tuple[int, int]] | None = None,
-    ) -> dict[str, float]:
-        """One update on a batch of whole episodes; returns metrics (see `_metrics`)."""
+    ) -> dict[str, Any]:
+        """`ppo_epochs` passes of `mini_batches` updates over one batch of whole episodes;
+        bumps the version once. Returns metrics (see `_metrics`)."""
         c = self.config
         batch = build_batch(
             rows,
@@ -79,29 +89,52 @@ class RLLearner:
         )
         if batch.num_trained_tokens == 0:
             raise ValueError(f"no trainable tokens in {len(batch.episode_ids)} episodes")
-        device = next(self.model.parameters()).device
-
-        def flat(name: str) -> torch.Tensor:
-            return torch.cat([torch.from_numpy(getattr(mb, name)).flatten() for mb in batch.micro_batches]).to(device)
-
-        mask = flat("loss_mask")
-        logprobs = torch.cat([label_logprobs(self.model, mb).flatten() for mb in batch.micro_batches])
+        micro = batch.micro_batches
+        single_update = c.ppo_epochs == 1 and min(c.mini_batches, len(micro)) == 1
+        proximal: list[torch.Tensor] | None = None
+        if not single_update:  # pi_prox: the weights before the first update, one no-grad forward
+            with torch.no_grad():
+                proximal = [label_logprobs(self.model, mb).flatten() for mb in micro]
         reference = None
         if self.reference is not None:
             with torch.no_grad():
-                reference = torch.cat([label_logprobs(self.reference, mb).flatten() for mb in batch.micro_batches])
-        proximal = logprobs.detach()
-        behaviour = flat("behaviour_logprobs")
+                reference = [label_logprobs(self.reference, mb).flatten() for mb in micro]
+        updates = []
+        for _ in range(c.ppo_epochs):
+            for chunk in np.array_split(np.arange(len(micro)), min(c.mini_batches, len(micro))):
+                updates.append(self._update(micro, list(chunk), proximal, reference))
+        self.version += 1
+        first_proximal = torch.cat(proximal) if proximal is not None else updates[0][1]
+        return self._metrics(batch, updates, first_proximal)
+
+    def _update(
+        self,
+        micro: list[MicroBatch],
+        indices: list[int],
+        proximal: list[torch.Tensor] | None,
+        reference: list[torch.Tensor] | None,
+    ) -> tuple[PPOTerms, torch.Tensor, float]:
+        """One optimizer update on the micro-batches `indices`; with `proximal` None this is
+        the only update of the step, so pi_prox is this forward's logprobs detached."""
+        c = self.config
+        device = next(self.model.parameters()).device
+        chosen = [micro[i] for i in indices]
+
+        def flat(name: str) -> torch.Tensor:
+            return torch.cat([torch.from_numpy(getattr(mb, name)).flatten() for mb in chosen]).to(device)
+
+        logprobs = torch.cat([label_logprobs(self.model, mb).flatten() for mb in chosen])
+        prox = logprobs.detach() if proximal is None else torch.cat([proximal[i] for i in indices])
         terms = decoupled_ppo_loss(
             logprobs,
-            proximal,
-            behaviour,
+            prox,
+            flat("behaviour_logprobs"),
             flat("advantages"),
-            mask,
+            flat("loss_mask"),
             clip_low=c.clip_low,
             clip_high=c.clip_high,
             weight_cap=c.weight_cap,
-            reference_logprobs=reference,
+            reference_logprobs=None if reference is None else torch.cat([reference[i] for i in indices]),
             kl_coef=c.kl_coef,
             episode_ids=flat("episode_index") if c.normalization == "episode_mean" else None,
         )
@@ -110,28 +143,40 @@ class RLLearner:
         for optimizer in self.optimizers:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        self.version += 1
-        return self._metrics(batch, terms, proximal, behaviour, mask, flat("versions"), float(grad_norm))
+        return terms, prox, float(grad_norm)
 
-    def _metrics(self, batch, terms, proximal, behaviour, mask, versions, grad_norm) -> dict[str, float]:
-        """mismatch_kl is the k3 estimate of KL(behaviour || proximal) on trained tokens,
-        exp(d) - d - 1 with d = prox - behav (>= 0; 0 when the engine and learner agree);
-        mismatch_k1 is mean(behav - prox), the unbiased but noisy k1 estimate."""
-        on = mask > 0
-        delta = (proximal - behaviour)[on]
-        stale = (self.version - 1) - versions[on]  # versions behind the weights that took the gradient
+    def _metrics(self, batch: RLBatch, updates: list, proximal: torch.Tensor) -> dict[str, Any]:
+        """Loss terms are means over the step's updates. mismatch_kl is the k3 estimate of
+        KL(behaviour || proximal) on trained tokens, exp(d) - d - 1 with d = prox - behav
+        (>= 0; 0 when the engine and learner agree); mismatch_k1 is mean(behav - prox), the
+        unbiased but noisy k1 estimate. token_staleness counts trained tokens by how many
+        versions older than the weights that took the first gradient they are."""
+
+        def flat(name: str) -> torch.Tensor:
+            return torch.cat([torch.from_numpy(getattr(mb, name)).flatten() for mb in batch.micro_batches])
+
+        on = flat("loss_mask") > 0
+        delta = (proximal.cpu() - flat("behaviour_logprobs"))[on]
+        stale = (self.version - 1) - flat("versions")[on].long()
+        lags, counts = torch.unique(stale, return_counts=True)
+
+        def mean(values: list[float]) -> float:
+            return sum(values) / len(values)
+
         return {
             "version": self.version,
-            "loss": terms.loss.item(),
-            "policy_loss": terms.policy_loss.item(),
-            "kl_ref": terms.kl.item(),
-            "clip_fraction": terms.clip_fraction,
-            "importance_weight": terms.mean_importance_weight,
-            "truncated_fraction": terms.truncated_fraction,
+            "loss": mean([t.loss.item() for t, _, _ in updates]),
+            "policy_loss": mean([t.policy_loss.item() for t, _, _ in updates]),
+            "kl_ref": mean([t.kl.item() for t, _, _ in updates]),
+            "clip_fraction": mean([t.clip_fraction for t, _, _ in updates]),
+            "importance_weight": mean([t.mean_importance_weight for t, _, _ in updates]),
+            "truncated_fraction": mean([t.truncated_fraction for t, _, _ in updates]),
             "mismatch_kl": (torch.exp(delta) - delta - 1.0).mean().item(),
             "mismatch_k1": (-delta).mean().item(),
             "max_token_staleness": int(stale.max().item()),
-            "grad_norm": grad_norm,
+            "token_staleness": {int(lag): int(n) for lag, n in zip(lags, counts)},
+            "grad_norm": mean([g for _, _, g in updates]),
+            "updates": len(updates),
             "mean_advantage": float(batch.advantages.mean()),
             "mean_reward": float(batch.rewards.mean()),
             "episodes": len(batch.episode_ids),

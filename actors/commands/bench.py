@@ -13,6 +13,8 @@ import importlib
 BENCHMARKS = {
     "engine": ("benchmarks.engine", "the paged engine against transformers generate, and prefix sharing on a fork"),
     "prune": ("benchmarks.prune", "cons@k against short-m@k, n-gram pruning and confidence stopping at the same k"),
+    "async": ("benchmarks.async_rl", "the same RL run synchronous (max staleness 0) and asynchronous (2)"),
+    "learner": ("benchmarks.learner", "chunked logprob head memory against full logits, and packed against padded steps"),
 }
 
 

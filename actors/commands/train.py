@@ -1,7 +1,11 @@
-"""`treadle train CONFIG [key=value ...]`: asynchronous RL on Ray.
+"""`treadle train CONFIG [key=value ...]` or `treadle train --resume RUN_DIR [key=value ...]`.
 
-Starts a local Ray on 127.0.0.1 when RAY_ADDRESS is unset, or joins the cluster it names
-(as under `ray job submit`). The whole config is validated before Ray starts.
+Asynchronous RL on Ray. Starts a local Ray on 127.0.0.1 when RAY_ADDRESS is unset, or
+joins the cluster it names (as under `ray job submit`). The whole config is validated
+before Ray starts. With --resume the run directory's own config.yaml is loaded (the
+overrides apply on top, e.g. a larger train.steps) and the loop goes on from the newest
+checkpoint in RUN_DIR/checkpoints: weights, optimizer, version, RNG, the data cursor and
+the buffered episodes, so no episode is lost or trained twice.
 """
 from __future__ import annotations
 
@@ -13,20 +17,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="asynchronous RL: rollout workers, a staleness-bounded buffer and a learner on Ray",
         description=__doc__.split("\n\n", 1)[1],
+        usage="treadle train CONFIG [key.sub=value ...] | treadle train --resume RUN_DIR [key.sub=value ...]",
     )
-    p.add_argument("config", metavar="CONFIG", help="experiment YAML, e.g. configs/countdown-3-rl-apr.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. train.steps=5")
+    p.add_argument("--resume", metavar="RUN_DIR", help="go on from the newest checkpoint of this run directory")
+    p.add_argument(
+        "arguments", nargs="*", metavar="CONFIG key.sub=value",
+        help="experiment YAML (e.g. configs/countdown-3-rl-apr.yaml), then overrides such as train.steps=5",
+    )  # fmt: skip
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
-    from actors.driver import run_training
+    from actors.driver import CONFIG_FILE, run_training
+    from actors.errors import UsageError
     from configs.experiment import load_config, run_dir
+    from learner.manifest import ManifestError
 
-    config = load_config(args.config, args.overrides)
-    result = run_training(config, run_dir(config))
-    print(json.dumps(result))
-    print(f"metrics: {result['metrics']}; final policy: {result['final']}")
+    if args.resume:
+        directory = Path(args.resume)
+        if not (directory / CONFIG_FILE).is_file():
+            raise UsageError(f"{directory / CONFIG_FILE}: missing; {directory} is not a treadle train run directory")
+        overrides = [*args.arguments, f"run_dir={directory}"]
+        config = load_config(directory / CONFIG_FILE, overrides)
+        try:
+            result = run_training(config, directory, resume=True)
+        except ManifestError as e:
+            raise UsageError(f"cannot resume: {e}") from None
+    else:
+        if not args.arguments or "=" in args.arguments[0]:
+            raise UsageError("treadle train needs a CONFIG file first (or --resume RUN_DIR)")
+        config = load_config(args.arguments[0], args.arguments[1:])
+        result = run_training(config, run_dir(config))
+    summary = {k: v for k, v in result.items() if k not in ("evaluations", "token_staleness")}
+    print(json.dumps(summary))
+    print(f"metrics: {result['metrics']}; ledger: {result['ledger']}; checkpoint: {result['checkpoint']}; "
+          f"final policy: {result['final']}")  # fmt: skip
     return 0
+

@@ -1,6 +1,8 @@
 """RL batches and the learner step: hand-checked alignment, degenerate groups, a real tiny update."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -181,3 +183,28 @@ def test_weights_round_trip_into_a_fresh_model(tokenizer):
     restored.load_state_dict(learner.state_dict())
     assert restored.version == 1
     torch.testing.assert_close(restored.model.state_dict(), model.state_dict(), rtol=0, atol=0)
+
+
+def test_several_updates_per_batch_clip_the_ratio_and_bump_the_version_once(tokenizer):
+    model = tiny(tokenizer)
+    rows = self_sampled_rows(model, [1.0, 0.0])
+    config = RLConfig(estimator="dr_grpo", lr=3e-2, seq_len=32, rows=1, grad_clip=0.0, clip_low=0.05, clip_high=0.05)
+    single = RLLearner(tiny(tokenizer), config).step(rows)
+    learner = RLLearner(model, replace(config, ppo_epochs=2, mini_batches=2))
+    metrics = learner.step(rows)
+    # Two episodes of two threads pack into 2 rows of 32 tokens -> 2 micro-batches of one row,
+    # so 2 mini-batches x 2 epochs = 4 updates, and one version.
+    assert single["micro_batches"] == metrics["micro_batches"] == 2
+    assert single["updates"] == 1 and metrics["updates"] == 4 and learner.version == 1
+    # One update: pi_theta = pi_prox, the ratio is 1 and never clipped. Later updates move
+    # the policy away from pi_prox by more than 5% on some tokens at this learning rate.
+    assert single["clip_fraction"] == 0.0 and metrics["clip_fraction"] > 0.0
+    # The no-grad proximal forward agrees with the behaviour logprobs (the model's own).
+    assert metrics["mismatch_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["token_staleness"] == {0: 2 * (9 + 6)}
+
+
+def test_mini_batches_are_capped_at_the_number_of_micro_batches(tokenizer):
+    model = tiny(tokenizer)
+    learner = RLLearner(model, RLConfig(seq_len=32, rows=4, mini_batches=8))
+    assert learner.step(self_sampled_rows(model, [1.0, 0.0]))["updates"] == 1  # one micro-batch holds all rows
