@@ -111,7 +111,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
                 "version": version,
                 "reward": stats["mean_reward"],
                 "accuracy": sum(e.meta.reward == 1.0 for e in batch) / len(batch),
-                **{k: stats[k] for k in ("loss", "clip_fraction", "mismatch_kl", "max_token_staleness", "updates")},
+                **{k: stats[k] for k in ("loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "updates")},
                 "token_staleness": stats["token_staleness"],
                 "tokens": stats["tokens"],
                 "learner_wait_s": round(step_start - wait_start, 3),

@@ -22,7 +22,7 @@ METRICS = "train_metrics.jsonl"
 LEDGER = "consumed.jsonl"
 TENSORBOARD = "tensorboard"
 SCALARS = (
-    "reward", "accuracy", "loss", "clip_fraction", "mismatch_kl", "max_token_staleness", "learner_wait_s",
+    "reward", "accuracy", "loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "learner_wait_s",
     "learner_step_s", "weight_sync_s", "rollout_tokens_per_s", "rollout_idle_ratio", "learner_idle_ratio",
     "eval_accuracy",
 )  # fmt: skip

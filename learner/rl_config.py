@@ -47,6 +47,11 @@ class RLConfig:
     """adamw, or muon: torch.optim.Muon for hidden matrices and AdamW for the rest."""
     seq_len: int = field(default=1024, metadata=bounds(ge=16, le=65_536))
     """Tokens per packed row; a thread longer than this is an error, not truncated."""
+    logprob_head: str = field(default="full", metadata=one_of("full", "chunked", "triton"))
+    """How the learner gets token logprobs and entropies: from the model's full logits, or
+    from hidden states and the LM head in chunks without [tokens, vocab] logits (chunked:
+    torch; triton: the GPU kernel). Chunked saves memory at large vocabularies and costs
+    a recomputation of the logits in the backward."""
     rows: int = field(default=4, metadata=bounds(ge=1, le=4096))
     """Packed rows per micro-batch (one forward); a step runs as many micro-batches as it needs."""
 

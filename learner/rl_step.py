@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from learner.fused_logprob import logprob_and_entropy
 from learner.optim import build_optimizers
 from learner.packing import IGNORE, attention_mask
 from learner.ppo_loss import PPOTerms, decoupled_ppo_loss
@@ -35,26 +36,41 @@ from learner.rl_batch import MicroBatch, RLBatch, build_batch
 from learner.rl_config import RLConfig
 
 
-def label_logprobs(model: torch.nn.Module, batch: MicroBatch) -> torch.Tensor:
-    """log p(label | prefix) at every position, [rows, seq_len] fp32; 0 where there is no label.
+def label_logprobs(model: torch.nn.Module, batch: MicroBatch, head: str = "full") -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(label | prefix), entropy of p) at every position, each [rows, seq_len] fp32;
+    the logprob is 0 where there is no label, the entropy 0 on padding.
 
-    The forward runs only over the columns some row uses: packed rows are filled from the
-    left, so trailing all-padding columns (a short last micro-batch) cost nothing.
+    `head` "full" takes the model's logits; "chunked" / "triton" run the decoder without
+    its head and compute both from the last hidden states and the head's weight in chunks
+    (learner/fused_logprob.py), never holding [tokens, vocab] logits. The forward runs
+    only over the columns some row uses: packed rows are filled from the left, so
+    trailing all-padding columns (a short last micro-batch) cost nothing.
     """
     device = next(model.parameters()).device
     packed = batch.packed
     rows, seq_len = packed.input_ids.shape
     width = int((packed.segment_ids > 0).any(axis=0).nonzero()[0].max(initial=-1)) + 1
-    logits = model(
-        input_ids=torch.from_numpy(packed.input_ids[:, :width]).to(device),
-        position_ids=torch.from_numpy(packed.position_ids[:, :width]).to(device),
-        attention_mask=attention_mask(packed.segment_ids[:, :width]).to(device),
-    ).logits.float()
+    inputs = {
+        "input_ids": torch.from_numpy(packed.input_ids[:, :width]).to(device),
+        "position_ids": torch.from_numpy(packed.position_ids[:, :width]).to(device),
+        "attention_mask": attention_mask(packed.segment_ids[:, :width]).to(device),
+    }
     labels = torch.from_numpy(packed.labels[:, :width]).to(device)
-    has_label = labels != IGNORE
-    gathered = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    out = torch.where(has_label, gathered, torch.zeros_like(gathered))
-    return torch.nn.functional.pad(out, (0, seq_len - width))
+    if head == "full":
+        logp = torch.log_softmax(model(**inputs).logits.float(), dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        gathered = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        logprobs = torch.where(labels != IGNORE, gathered, torch.zeros_like(gathered))
+    else:
+        hidden = model.model(**inputs).last_hidden_state
+        flat_logprobs, flat_entropy = logprob_and_entropy(
+            hidden.reshape(-1, hidden.shape[-1]), model.lm_head.weight, labels.reshape(-1),
+            backend="torch" if head == "chunked" else "triton",
+        )  # fmt: skip
+        logprobs, entropy = flat_logprobs.view(rows, width), flat_entropy.view(rows, width)
+    entropy = torch.where(torch.from_numpy(packed.segment_ids[:, :width] > 0).to(device), entropy, 0.0)
+    pad = (0, seq_len - width)
+    return torch.nn.functional.pad(logprobs, pad), torch.nn.functional.pad(entropy, pad)
 
 
 class RLLearner:
@@ -94,11 +110,11 @@ class RLLearner:
         proximal: list[torch.Tensor] | None = None
         if not single_update:  # pi_prox: the weights before the first update, one no-grad forward
             with torch.no_grad():
-                proximal = [label_logprobs(self.model, mb).flatten() for mb in micro]
+                proximal = [self._logprobs(self.model, mb)[0] for mb in micro]
         reference = None
         if self.reference is not None:
             with torch.no_grad():
-                reference = [label_logprobs(self.reference, mb).flatten() for mb in micro]
+                reference = [self._logprobs(self.reference, mb)[0] for mb in micro]
         updates = []
         for _ in range(c.ppo_epochs):
             for chunk in np.array_split(np.arange(len(micro)), min(c.mini_batches, len(micro))):
@@ -113,7 +129,7 @@ class RLLearner:
         indices: list[int],
         proximal: list[torch.Tensor] | None,
         reference: list[torch.Tensor] | None,
-    ) -> tuple[PPOTerms, torch.Tensor, float]:
+    ) -> tuple[PPOTerms, torch.Tensor, float, float]:
         """One optimizer update on the micro-batches `indices`; with `proximal` None this is
         the only update of the step, so pi_prox is this forward's logprobs detached."""
         c = self.config
@@ -123,7 +139,7 @@ class RLLearner:
         def flat(name: str) -> torch.Tensor:
             return torch.cat([torch.from_numpy(getattr(mb, name)).flatten() for mb in chosen]).to(device)
 
-        logprobs = torch.cat([label_logprobs(self.model, mb).flatten() for mb in chosen])
+        logprobs, entropy = (torch.cat(parts) for parts in zip(*(self._logprobs(self.model, mb) for mb in chosen)))
         prox = logprobs.detach() if proximal is None else torch.cat([proximal[i] for i in indices])
         terms = decoupled_ppo_loss(
             logprobs,
@@ -143,13 +159,20 @@ class RLLearner:
         for optimizer in self.optimizers:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        return terms, prox, float(grad_norm)
+        mask = flat("loss_mask")
+        mean_entropy = float((entropy.detach() * mask).sum() / mask.sum().clamp(min=1))
+        return terms, prox, float(grad_norm), mean_entropy
+
+    def _logprobs(self, model: torch.nn.Module, micro_batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        logprobs, entropy = label_logprobs(model, micro_batch, self.config.logprob_head)
+        return logprobs.flatten(), entropy.flatten()
 
     def _metrics(self, batch: RLBatch, updates: list, proximal: torch.Tensor) -> dict[str, Any]:
         """Loss terms are means over the step's updates. mismatch_kl is the k3 estimate of
         KL(behaviour || proximal) on trained tokens, exp(d) - d - 1 with d = prox - behav
         (>= 0; 0 when the engine and learner agree); mismatch_k1 is mean(behav - prox), the
-        unbiased but noisy k1 estimate. token_staleness counts trained tokens by how many
+        unbiased but noisy k1 estimate. entropy is the policy's mean entropy on trained
+        tokens (a collapse or blow-up shows here first). token_staleness counts trained tokens by how many
         versions older than the weights that took the first gradient they are."""
 
         def flat(name: str) -> torch.Tensor:
@@ -165,17 +188,18 @@ class RLLearner:
 
         return {
             "version": self.version,
-            "loss": mean([t.loss.item() for t, _, _ in updates]),
-            "policy_loss": mean([t.policy_loss.item() for t, _, _ in updates]),
-            "kl_ref": mean([t.kl.item() for t, _, _ in updates]),
-            "clip_fraction": mean([t.clip_fraction for t, _, _ in updates]),
-            "importance_weight": mean([t.mean_importance_weight for t, _, _ in updates]),
-            "truncated_fraction": mean([t.truncated_fraction for t, _, _ in updates]),
+            "loss": mean([t.loss.item() for t, *_ in updates]),
+            "policy_loss": mean([t.policy_loss.item() for t, *_ in updates]),
+            "kl_ref": mean([t.kl.item() for t, *_ in updates]),
+            "clip_fraction": mean([t.clip_fraction for t, *_ in updates]),
+            "importance_weight": mean([t.mean_importance_weight for t, *_ in updates]),
+            "truncated_fraction": mean([t.truncated_fraction for t, *_ in updates]),
             "mismatch_kl": (torch.exp(delta) - delta - 1.0).mean().item(),
             "mismatch_k1": (-delta).mean().item(),
             "max_token_staleness": int(stale.max().item()),
             "token_staleness": {int(lag): int(n) for lag, n in zip(lags, counts)},
-            "grad_norm": mean([g for _, _, g in updates]),
+            "grad_norm": mean([u[2] for u in updates]),
+            "entropy": mean([u[3] for u in updates]),
             "updates": len(updates),
             "mean_advantage": float(batch.advantages.mean()),
             "mean_reward": float(batch.rewards.mean()),

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -31,17 +33,38 @@ def ray_cli(*args: str, env: dict, timeout: float = 120) -> subprocess.Completed
     return subprocess.run([str(BIN / "ray"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def stop_head(temp_dir: str) -> None:
+    """Kill only this head node's processes (their command lines name its temp dir):
+    `ray stop` would also stop every other Ray on the machine, e.g. a training run."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if temp_dir in cmdline and int(proc.name) != os.getpid():
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.fixture()
 def head_node(tmp_path):
     if shutil.which("ray", path=str(BIN)) is None:
         pytest.fail("the ray CLI is missing from the virtual environment")
-    ports = {"gcs": free_port(), "dashboard": free_port(), "metrics": free_port()}
+    names = ("gcs", "dashboard", "metrics", "agent-listen", "agent-grpc", "client", "runtime-env")
+    ports = {name: free_port() for name in names}  # none of Ray's defaults: another Ray may be running
+    temp_dir = tempfile.mkdtemp(prefix="ray-job-test-", dir="/tmp")  # short: Ray's socket paths must fit
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     started = ray_cli(
         "start", "--head", f"--port={ports['gcs']}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
         f"--dashboard-port={ports['dashboard']}", f"--metrics-export-port={ports['metrics']}", "--num-cpus=2",
-        "--object-store-memory=300000000", "--disable-usage-stats", env=env,
+        "--object-store-memory=300000000", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+        f"--dashboard-agent-listen-port={ports['agent-listen']}", f"--dashboard-agent-grpc-port={ports['agent-grpc']}",
+        f"--ray-client-server-port={ports['client']}", f"--runtime-env-agent-port={ports['runtime-env']}", env=env,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr[-2000:]
     # The job client authenticates with the cluster's token (Ray's token auth stays on).
@@ -49,19 +72,24 @@ def head_node(tmp_path):
     try:
         yield ports, client_env
     finally:
-        ray_cli("stop", "--force", env=env)
+        stop_head(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_job_submit_runs_training_and_serves_metrics(head_node, tmp_path):
     ports, env = head_node
     address = f"http://127.0.0.1:{ports['dashboard']}"
     run_dir = tmp_path / "job"
-    submitted = ray_cli(
-        "job", "submit", "--no-wait", f"--address={address}", "--working-dir", ".", "--",
-        "treadle", "train", "configs/countdown-3-rl-apr.yaml", "train.steps=6", "train.batch_groups=2",
-        "rl.group_size=2", "train.max_new_tokens=128", "train.eval_every=0", f"run_dir={run_dir}",
-        env=env,
-    )  # fmt: skip
+    for _ in range(30):  # the dashboard agent may take a while to come up on a busy machine
+        submitted = ray_cli(
+            "job", "submit", "--no-wait", f"--address={address}", "--working-dir", ".", "--",
+            "treadle", "train", "configs/countdown-3-rl-apr.yaml", "train.steps=6", "train.batch_groups=2",
+            "rl.group_size=2", "train.max_new_tokens=128", "train.eval_every=0", f"run_dir={run_dir}",
+            env=env,
+        )  # fmt: skip
+        if "No available agent" not in submitted.stderr:
+            break
+        time.sleep(2)
     assert submitted.returncode == 0, submitted.stderr[-2000:]
     job_id = next(w.strip("'") for w in submitted.stdout.split() if w.strip("'").startswith("raysubmit_"))
     metrics_url = f"http://127.0.0.1:{ports['metrics']}/metrics"
