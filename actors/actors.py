@@ -6,7 +6,8 @@
   the group's Arrow record batch to the worker's Parquet rollout log
   (actors/rollout_log.py), puts it into the object store and its episodes' metadata into
   the buffer. Weight updates arrive as a reference to a dict of numpy arrays, zero-copy.
-- `LearnerActor` (num_cpus=1) wraps RLLearner (learner/rl_step.py).
+- `LearnerActor` (num_cpus=1) wraps RLLearner (learner/rl_step.py): one rank of one or
+  more data-parallel learners.
 Episode handles in the buffer are `([ref], episode_id)`: the reference is wrapped in a
 list so that Ray passes it along instead of resolving it.
 """
@@ -147,7 +148,11 @@ class RolloutActor:
 
 @ray.remote(num_cpus=1)
 class LearnerActor:
-    def __init__(self, checkpoint: str, rl_config: Any):
+    """One learner rank. With world_size > 1 the ranks join a torch.distributed process
+    group (gloo on CPU, NCCL on GPU) at `master_address`, so all of them must be created
+    before any call returns; they then step in lockstep on the same episodes."""
+
+    def __init__(self, checkpoint: str, rl_config: Any, rank: int = 0, world_size: int = 1, master_address: str = ""):
         import torch
 
         from learner.models import load_model
@@ -155,8 +160,16 @@ class LearnerActor:
         from reasoning.countdown.tokenizer import load_tokenizer
 
         torch.set_num_threads(1)
+        if world_size > 1:
+            import torch.distributed as dist
+
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend, init_method=f"tcp://{master_address}", rank=rank, world_size=world_size)
         self.tokenizer = load_tokenizer(checkpoint)
-        self.learner = RLLearner(load_model(checkpoint), rl_config)
+        self.learner = RLLearner(load_model(checkpoint), rl_config, rank=rank, world_size=world_size)
+
+    def ready(self) -> int:
+        return self.learner.rank
 
     def step(self, handles: list) -> dict:
         """One update on the episodes behind `handles` (([ref], episode_id) pairs)."""

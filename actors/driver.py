@@ -68,9 +68,10 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
     start_ray(train.num_cpus, train.object_store_mb, train.dashboard)
     batch_size = train.batch_groups * rl.group_size
     buffer = BufferActor.options(name="treadle-buffer").remote(train.max_staleness, batch_size, rl.group_size)
-    learner = LearnerActor.options(name="treadle-learner").remote(train.checkpoint, rl)
+    learners = _start_learners(LearnerActor, train.checkpoint, rl, train.num_learners)
+    learner = learners[0]  # rank 0 publishes weights and writes checkpoints; the ranks are replicas
     if state is not None:
-        ray.get(learner.load_state.remote(str(state.directory)))
+        ray.get([rank.load_state.remote(str(state.directory)) for rank in learners])
         ray.get(buffer.load_state.remote(state.buffer, _put_buffered_episodes(state)))
     workers = [
         RolloutActor.options(name=f"treadle-rollout-{i}").remote(
@@ -96,7 +97,8 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
             while (batch := ray.get(buffer.take_batch.remote(version))) is None:
                 time.sleep(0.05)
             step_start = time.perf_counter()
-            stats = ray.get(learner.step.remote([entry.handle for entry in batch]))
+            handles = [entry.handle for entry in batch]
+            stats = ray.get([rank.step.remote(handles) for rank in learners])[0]
             consumed = [_ledger_entry(entry, version) for entry in batch]
             version = int(stats["version"])
             weights = learner.weights.remote()  # a reference: workers read the arrays zero-copy
@@ -141,11 +143,30 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
     checkpoint = _checkpoint(run_dir, version, buffer, learner, evaluations, clock, train.keep_checkpoints)
     final = ray.get(learner.save.remote(str(run_dir / "final")))
     log.close()
-    for actor in [*workers, buffer, learner]:  # free the names and CPUs for another run in this process
+    for actor in [*workers, buffer, *learners]:  # free the names and CPUs for another run in this process
         ray.kill(actor)
     (run_dir / "eval.json").write_text(json.dumps(evaluations, indent=2) + "\n")
     return {**last, "evaluations": evaluations, "final": final, "checkpoint": str(checkpoint),
             "metrics": str(log.metrics_path), "ledger": str(log.ledger_path)}  # fmt: skip
+
+
+def _start_learners(actor_class: Any, checkpoint: str, rl: Any, num_learners: int) -> list:
+    """The learner ranks; with more than one they rendezvous on a free port of 127.0.0.1."""
+    import socket
+
+    import ray
+
+    if num_learners == 1:
+        return [actor_class.options(name="treadle-learner").remote(checkpoint, rl)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    learners = [
+        actor_class.options(name=f"treadle-learner-{rank}").remote(checkpoint, rl, rank, num_learners, address)
+        for rank in range(num_learners)
+    ]
+    ray.get([rank.ready.remote() for rank in learners])
+    return learners
 
 
 class _Clock:

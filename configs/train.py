@@ -23,6 +23,9 @@ class TrainConfig:
     0 is synchronous training through the same code."""
     num_rollout_workers: int = field(default=1, metadata=bounds(ge=1, le=1024))
     """Rollout worker actors (each one engine, num_cpus=1)."""
+    num_learners: int = field(default=1, metadata=bounds(ge=1, le=1024))
+    """Data-parallel learner actors (num_cpus=1 each; gloo on CPU, NCCL on GPU): each trains
+    a token-balanced share of every batch and they make the update one learner would."""
     groups_in_flight: int = field(default=4, metadata=bounds(ge=1, le=1024))
     """Groups one worker generates at once (its engine batches all their threads)."""
     temperature: float = field(default=1.0, metadata=bounds(gt=0.0, le=10.0))

@@ -14,7 +14,9 @@ a no-grad forward before the first update computes them, and the PPO ratio
 pi_theta / pi_prox is clipped in the later updates. The importance weight
 min(pi_prox / pi_behav, cap) corrects for tokens sampled by older versions.
 
-Not covered: learning-rate schedules and data parallelism. An update's micro-batches keep
+Data parallelism: several ranks share each update's micro-batches, balanced by tokens,
+with per-token loss weights that hold the global normalization and summed gradients
+(learner/data_parallel.py). Not covered: learning-rate schedules. An update's micro-batches keep
 their graphs until its backward, so `rows` bounds the attention-mask size of a forward,
 not the activation memory of an update.
 """
@@ -31,7 +33,8 @@ import torch
 from learner.fused_logprob import logprob_and_entropy
 from learner.optim import build_optimizers
 from learner.packing import IGNORE, attention_mask
-from learner.ppo_loss import PPOTerms, decoupled_ppo_loss
+from learner.data_parallel import all_reduce_gradients, all_reduce_sum, assign_micro_batches
+from learner.ppo_loss import decoupled_ppo_loss, normalization_weights
 from learner.rl_batch import MicroBatch, RLBatch, build_batch
 from learner.rl_config import RLConfig
 
@@ -73,12 +76,28 @@ def label_logprobs(model: torch.nn.Module, batch: MicroBatch, head: str = "full"
     return torch.nn.functional.pad(logprobs, pad), torch.nn.functional.pad(entropy, pad)
 
 
-class RLLearner:
-    """Holds the policy, its optimizer(s), an optional frozen reference, and the version."""
+# What each update adds up (over ranks): loss terms weighted by token weights, mismatch
+# sums over trained tokens (first epoch only), the grad norm (rank 0 only).
+SUMS = (
+    "loss", "policy_loss", "kl_ref", "clip_fraction", "importance_weight", "truncated_fraction", "entropy",
+    "mismatch_k3", "mismatch_k1", "tokens", "grad_norm",
+)  # fmt: skip
 
-    def __init__(self, model: torch.nn.Module, config: RLConfig):
+
+class RLLearner:
+    """Holds the policy, its optimizer(s), an optional frozen reference, and the version.
+
+    With `world_size` > 1 this is one data-parallel rank (learner/data_parallel.py): the
+    caller has initialized the torch.distributed process group, every rank is given the
+    same rows, trains its token-balanced share of the micro-batches, and the gradients
+    are summed before each optimizer step, so every rank makes the update one learner
+    would make on the whole batch.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: RLConfig, rank: int = 0, world_size: int = 1):
         self.model = model.float().train()
         self.config = config
+        self.rank, self.world_size = rank, world_size
         self.version = 0
         self.optimizers = build_optimizers(
             model, config.optimizer, config.lr, config.weight_decay, (config.beta1, config.beta2), config.lr
@@ -106,101 +125,107 @@ class RLLearner:
         if batch.num_trained_tokens == 0:
             raise ValueError(f"no trainable tokens in {len(batch.episode_ids)} episodes")
         micro = batch.micro_batches
-        single_update = c.ppo_epochs == 1 and min(c.mini_batches, len(micro)) == 1
-        proximal: list[torch.Tensor] | None = None
-        if not single_update:  # pi_prox: the weights before the first update, one no-grad forward
+        mine = set(assign_micro_batches([mb.packed.num_tokens for mb in micro], self.world_size)[self.rank])
+        num_mini = min(c.mini_batches, len(micro))
+        proximal: dict[int, torch.Tensor] | None = None
+        if c.ppo_epochs > 1 or num_mini > 1:  # pi_prox: the weights before the first update, one no-grad forward
             with torch.no_grad():
-                proximal = [self._logprobs(self.model, mb)[0] for mb in micro]
+                proximal = {i: self._logprobs(self.model, micro[i])[0] for i in sorted(mine)}
         reference = None
         if self.reference is not None:
             with torch.no_grad():
-                reference = [self._logprobs(self.reference, mb)[0] for mb in micro]
-        updates = []
-        for _ in range(c.ppo_epochs):
-            for chunk in np.array_split(np.arange(len(micro)), min(c.mini_batches, len(micro))):
-                updates.append(self._update(micro, list(chunk), proximal, reference))
+                reference = {i: self._logprobs(self.reference, micro[i])[0] for i in sorted(mine)}
+        sums = []
+        for epoch in range(c.ppo_epochs):
+            for chunk in np.array_split(np.arange(len(micro)), num_mini):
+                weights = normalization_weights(
+                    [micro[i].loss_mask for i in chunk], [micro[i].episode_index for i in chunk], c.normalization
+                )
+                local = [(int(i), w) for i, w in zip(chunk, weights) if int(i) in mine]
+                sums.append(self._update(micro, local, proximal, reference, first_epoch=epoch == 0))
         self.version += 1
-        first_proximal = torch.cat(proximal) if proximal is not None else updates[0][1]
-        return self._metrics(batch, updates, first_proximal)
+        totals = torch.stack(sums)
+        if self.world_size > 1:
+            all_reduce_sum(totals)
+        return self._metrics(batch, totals)
 
     def _update(
         self,
         micro: list[MicroBatch],
-        indices: list[int],
-        proximal: list[torch.Tensor] | None,
-        reference: list[torch.Tensor] | None,
-    ) -> tuple[PPOTerms, torch.Tensor, float, float]:
-        """One optimizer update on the micro-batches `indices`; with `proximal` None this is
-        the only update of the step, so pi_prox is this forward's logprobs detached."""
+        local: list[tuple[int, np.ndarray]],
+        proximal: dict[int, torch.Tensor] | None,
+        reference: dict[int, torch.Tensor] | None,
+        first_epoch: bool,
+    ) -> torch.Tensor:
+        """One optimizer update: this rank's micro-batches of the update with their loss
+        weights; with `proximal` None it is the only update of the step, so pi_prox is
+        this forward's logprobs detached. Returns this rank's part of the update's sums
+        (see SUMS); the grad norm is the same on every rank, so it counts only on rank 0."""
         c = self.config
         device = next(self.model.parameters()).device
-        chosen = [micro[i] for i in indices]
+        part = torch.zeros(len(SUMS), dtype=torch.float64)
+        if local:
+            chosen = [micro[i] for i, _ in local]
 
-        def flat(name: str) -> torch.Tensor:
-            return torch.cat([torch.from_numpy(getattr(mb, name)).flatten() for mb in chosen]).to(device)
+            def flat(name: str) -> torch.Tensor:
+                return torch.cat([torch.from_numpy(getattr(mb, name)).flatten() for mb in chosen]).to(device)
 
-        logprobs, entropy = (torch.cat(parts) for parts in zip(*(self._logprobs(self.model, mb) for mb in chosen)))
-        prox = logprobs.detach() if proximal is None else torch.cat([proximal[i] for i in indices])
-        terms = decoupled_ppo_loss(
-            logprobs,
-            prox,
-            flat("behaviour_logprobs"),
-            flat("advantages"),
-            flat("loss_mask"),
-            clip_low=c.clip_low,
-            clip_high=c.clip_high,
-            weight_cap=c.weight_cap,
-            reference_logprobs=None if reference is None else torch.cat([reference[i] for i in indices]),
-            kl_coef=c.kl_coef,
-            episode_ids=flat("episode_index") if c.normalization == "episode_mean" else None,
-        )
-        terms.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or float("inf"))
+            logprobs, entropy = (torch.cat(p) for p in zip(*(self._logprobs(self.model, mb) for mb in chosen)))
+            prox = logprobs.detach() if proximal is None else torch.cat([proximal[i] for i, _ in local])
+            weights = torch.cat([torch.from_numpy(w).flatten() for _, w in local]).to(device)
+            behaviour, mask = flat("behaviour_logprobs"), flat("loss_mask")
+            terms = decoupled_ppo_loss(
+                logprobs, prox, behaviour, flat("advantages"), mask,
+                clip_low=c.clip_low, clip_high=c.clip_high, weight_cap=c.weight_cap,
+                reference_logprobs=None if reference is None else torch.cat([reference[i] for i, _ in local]),
+                kl_coef=c.kl_coef, token_weights=weights,
+            )  # fmt: skip
+            terms.loss.backward()
+            on = mask > 0
+            delta = (prox - behaviour)[on]
+            part[:7] = torch.tensor([
+                terms.loss.item(), terms.policy_loss.item(), terms.kl.item(), terms.clip_fraction,
+                terms.mean_importance_weight, terms.truncated_fraction, float((entropy.detach() * weights).sum()),
+            ], dtype=torch.float64)  # fmt: skip
+            if first_epoch:  # each trained token once: the engine-learner mismatch of pi_prox
+                part[7:10] = torch.tensor([float((torch.exp(delta) - delta - 1).sum()), float((-delta).sum()), int(on.sum())])
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        if self.world_size > 1:
+            all_reduce_gradients(parameters)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, c.grad_clip or float("inf"))
+        part[10] = float(grad_norm) if self.rank == 0 else 0.0
         for optimizer in self.optimizers:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        mask = flat("loss_mask")
-        mean_entropy = float((entropy.detach() * mask).sum() / mask.sum().clamp(min=1))
-        return terms, prox, float(grad_norm), mean_entropy
+        return part
 
     def _logprobs(self, model: torch.nn.Module, micro_batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
         logprobs, entropy = label_logprobs(model, micro_batch, self.config.logprob_head)
         return logprobs.flatten(), entropy.flatten()
 
-    def _metrics(self, batch: RLBatch, updates: list, proximal: torch.Tensor) -> dict[str, Any]:
-        """Loss terms are means over the step's updates. mismatch_kl is the k3 estimate of
-        KL(behaviour || proximal) on trained tokens, exp(d) - d - 1 with d = prox - behav
-        (>= 0; 0 when the engine and learner agree); mismatch_k1 is mean(behav - prox), the
-        unbiased but noisy k1 estimate. entropy is the policy's mean entropy on trained
-        tokens (a collapse or blow-up shows here first). token_staleness counts trained tokens by how many
-        versions older than the weights that took the first gradient they are."""
-
-        def flat(name: str) -> torch.Tensor:
-            return torch.cat([torch.from_numpy(getattr(mb, name)).flatten() for mb in batch.micro_batches])
-
-        on = flat("loss_mask") > 0
-        delta = (proximal.cpu() - flat("behaviour_logprobs"))[on]
-        stale = (self.version - 1) - flat("versions")[on].long()
-        lags, counts = torch.unique(stale, return_counts=True)
-
-        def mean(values: list[float]) -> float:
-            return sum(values) / len(values)
-
+    def _metrics(self, batch: RLBatch, totals: torch.Tensor) -> dict[str, Any]:
+        """`totals` [updates, len(SUMS)]: every rank's sums, added. Loss terms, entropy and
+        grad norm are means over the step's updates (entropy: the policy's mean entropy on
+        trained tokens; a collapse or blow-up shows here first). mismatch_kl is the k3
+        estimate of KL(behaviour || proximal) on trained tokens, exp(d) - d - 1 with
+        d = prox - behav (>= 0; 0 when the engine and learner agree); mismatch_k1 is
+        mean(behav - prox), the unbiased but noisy k1 estimate. token_staleness counts
+        trained tokens by how many versions older than the weights that took the first
+        gradient they are."""
+        means = totals.mean(0)
+        summed = totals.sum(0)
+        versions = np.concatenate([mb.versions[mb.loss_mask > 0] for mb in batch.micro_batches])
+        lags, counts = np.unique((self.version - 1) - versions.astype(np.int64), return_counts=True)
+        num_tokens = max(summed[SUMS.index("tokens")].item(), 1.0)
         return {
             "version": self.version,
-            "loss": mean([t.loss.item() for t, *_ in updates]),
-            "policy_loss": mean([t.policy_loss.item() for t, *_ in updates]),
-            "kl_ref": mean([t.kl.item() for t, *_ in updates]),
-            "clip_fraction": mean([t.clip_fraction for t, *_ in updates]),
-            "importance_weight": mean([t.mean_importance_weight for t, *_ in updates]),
-            "truncated_fraction": mean([t.truncated_fraction for t, *_ in updates]),
-            "mismatch_kl": (torch.exp(delta) - delta - 1.0).mean().item(),
-            "mismatch_k1": (-delta).mean().item(),
-            "max_token_staleness": int(stale.max().item()),
+            **{name: means[SUMS.index(name)].item() for name in SUMS[:7]},
+            "mismatch_kl": summed[SUMS.index("mismatch_k3")].item() / num_tokens,
+            "mismatch_k1": summed[SUMS.index("mismatch_k1")].item() / num_tokens,
+            "grad_norm": means[SUMS.index("grad_norm")].item(),
+            "max_token_staleness": int(lags.max()),
             "token_staleness": {int(lag): int(n) for lag, n in zip(lags, counts)},
-            "grad_norm": mean([u[2] for u in updates]),
-            "entropy": mean([u[3] for u in updates]),
-            "updates": len(updates),
+            "updates": int(totals.shape[0]),
             "mean_advantage": float(batch.advantages.mean()),
             "mean_reward": float(batch.rewards.mean()),
             "episodes": len(batch.episode_ids),
