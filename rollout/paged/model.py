@@ -22,7 +22,10 @@ from rollout.paged.weights import LlamaWeights, ModelShape
 
 
 class Rope:
-    """cos/sin tables for every position up to `max_positions`, as transformers computes them."""
+    """cos/sin tables for every position up to `max_positions`, as transformers computes them.
+
+    The sin table is stored with its first half negated, so that rotate_half(x) * sin
+    becomes x.roll(half) * signed_sin: the same products, one op fewer per layer."""
 
     def __init__(self, config: PretrainedConfig, head_dim: int, max_positions: int, dtype: torch.dtype, device):
         params = getattr(config, "rope_parameters", None) or {}
@@ -43,17 +46,19 @@ class Rope:
         freqs = positions[:, None] * inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         self.cos = (emb.cos() * scaling).to(dtype=dtype, device=device)
-        self.sin = (emb.sin() * scaling).to(dtype=dtype, device=device)
+        sin = (emb.sin() * scaling).to(dtype=dtype, device=device)
+        half = head_dim // 2
+        self.signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
 
     def __call__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of shape [num_tokens, 1, head_dim] (broadcast over heads)."""
-        return self.cos.index_select(0, positions)[:, None, :], self.sin.index_select(0, positions)[:, None, :]
+        """cos, signed sin of shape [num_tokens, 1, head_dim] (broadcast over heads)."""
+        return self.cos.index_select(0, positions)[:, None, :], self.signed_sin.index_select(0, positions)[:, None, :]
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1) written as
+    roll(x, half) = cat(x2, x1) times a sin whose first half is negated."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

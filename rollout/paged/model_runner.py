@@ -7,6 +7,7 @@ generators (the engine's, and one per seeded request, dropped by `release`).
 from __future__ import annotations
 
 import itertools
+from array import array
 from typing import Mapping
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from transformers import PretrainedConfig
 
 from rollout.checkpoint import apply_weight_update, plan_weight_update
-from rollout.kernels.paged_decode import DecodeBatch, decode_function
+from rollout.kernels.paged_decode import DecodeBatch, Workspace, decode_function
 from rollout.paged.attention import AttentionBatch, PrefillGroup, prefill_mask
 from rollout.paged.layout import lay_out
 from rollout.paged.model import PagedLlama, Rope
@@ -57,6 +58,7 @@ class ModelRunner:
         ]
         rope = Rope(config, self.shape.head_dim, max_model_len, dtype, self.device)
         self.model = PagedLlama(self.shape, self.weights, rope, decode_function(decode_kernel), packed_linear)
+        self.workspace = Workspace()
         self.generator = torch.Generator(self.device)
         self.generator.seed()
         self._request_generators: dict[str, torch.Generator] = {}
@@ -86,7 +88,7 @@ class ModelRunner:
             slots=slots,
             write_rows=None if layout.all_written else write_rows,
             num_decode=layout.num_decode,
-            decode=DecodeBatch(tables.view(layout.num_decode, layout.decode_max_blocks), context_lens),
+            decode=DecodeBatch(tables.view(layout.num_decode, layout.decode_max_blocks), context_lens, self.workspace),
             prefills=groups,
         )
         logits = self.model.forward(ids, positions, self.kv_caches, batch, logits_rows)
@@ -97,9 +99,13 @@ class ModelRunner:
         return list(zip([c.seq for c in layout.samplers], tokens, logprobs))
 
     def _tensors(self, *lists: list[int]) -> list[torch.Tensor]:
-        """One int64 tensor per list, made with a single host-to-device copy."""
-        packed = torch.tensor(list(itertools.chain.from_iterable(lists)), dtype=torch.long).to(self.device)
-        return list(packed.split([len(values) for values in lists]))
+        """One int64 tensor per list, made with a single host-to-device copy (through an
+        `array`, which packs Python ints 5x faster than `torch.tensor` does)."""
+        packed = array("q", itertools.chain.from_iterable(lists))
+        if not packed:
+            return [torch.empty(0, dtype=torch.long, device=self.device) for _ in lists]
+        tensor = torch.frombuffer(packed, dtype=torch.long).to(self.device)
+        return list(tensor.split([len(values) for values in lists]))
 
     def load_weights(self, named_arrays: Mapping[str, np.ndarray]) -> None:
         """Overwrite weights by Hugging Face name (all checked before any is written)."""

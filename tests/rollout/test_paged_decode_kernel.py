@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rollout.kernels.paged_decode import DecodeBatch, decode_function, paged_decode_torch
+from rollout.kernels.paged_decode import DecodeBatch, Workspace, decode_function, paged_decode_torch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,3 +92,16 @@ def test_triton_kernel_matches_torch_under_the_interpreter():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_workspace_gathers_match_fresh_ones():
+    """The torch path gathering into reused buffers, bigger and then smaller than needed."""
+    q, k_cache, v_cache, batch = case()
+    expected = paged_decode_torch(q, k_cache, v_cache, batch, 0.3)
+    workspace = Workspace()
+    small = DecodeBatch(batch.block_tables[1:, :1], torch.tensor([3, 4]), workspace)
+    paged_decode_torch(q[1:], k_cache, v_cache, small, 0.3)
+    out = paged_decode_torch(q, k_cache, v_cache, DecodeBatch(batch.block_tables, batch.context_lens, workspace), 0.3)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    again = paged_decode_torch(q[1:], k_cache, v_cache, small, 0.3)
+    torch.testing.assert_close(again, paged_decode_torch(q[1:], k_cache, v_cache, DecodeBatch(small.block_tables, small.context_lens), 0.3))
