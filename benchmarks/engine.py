@@ -13,6 +13,14 @@ interleaved with the other so that load from other processes hits both alike; th
 run of each is reported (on a shared machine the fastest run is the one least
 disturbed). Threads: torch uses `--threads` (default: every core) in both.
 
+vLLM: when the `vllm` package is installed (e.g. in .venv-vllm, see
+scripts/setup_vllm_venv.sh), the `vllm` backend runs the same workloads in the same
+interleaved repeats (`vllm_tokens_per_s`, `speedup_vs_vllm` = paged / vllm, ...). vLLM
+computes in a worker process of its own whose OpenMP threads it binds to every core but
+one, kept for its front end (on 2 cores: one thread; VLLM_CPU_NUM_OF_RESERVED_CPU=0
+gives it all); `--threads` does not reach it. Its logs go to stderr. It starts in 1-3
+minutes on a 2-core CPU. Without vllm nothing about it is run or printed.
+
 Fork: a parent request computes a 256-token prefix (max_tokens=1), then 8 children whose
 prompt is that prefix each sample 64 tokens (different seeds), with the prefix cache on
 and off. The core is stepped directly so the KV blocks in use can be read after every
@@ -79,12 +87,20 @@ def workload(name: str, vocab_size: int, seed: int) -> list:
     return [(p, SamplingParams(max_tokens=n, temperature=1.0, ignore_eos=True)) for p, n in zip(prompts, lengths)]
 
 
+def vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
 def throughput(model, tokenizer, repeats: int) -> dict:
     from rollout import EngineConfig, make_engine
 
+    backends = ("paged", "hf", "vllm") if vllm_installed() else ("paged", "hf")
+    if "vllm" in backends:  # vLLM logs to stdout by default; keep stdout for the figures
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     engines = {
-        "paged": make_engine("paged", model, tokenizer, EngineConfig(backend="paged", max_num_seqs=BATCH)),
-        "hf": make_engine("hf", model, tokenizer, EngineConfig(backend="hf", max_num_seqs=BATCH)),
+        name: make_engine(name, model, tokenizer, EngineConfig(backend=name, max_num_seqs=BATCH)) for name in backends
     }
     best = {(name, kind): float("inf") for name in engines for kind in ("fixed", "mixed")}
     tokens = {}
@@ -115,6 +131,13 @@ def throughput(model, tokenizer, repeats: int) -> dict:
             f"paged{suffix}_seconds": round(best["paged", kind], 3),
             f"hf{suffix}_seconds": round(best["hf", kind], 3),
         })
+        if "vllm" in engines:
+            vllm = tokens["vllm", kind] / best["vllm", kind]
+            figures.update({
+                f"vllm{suffix}_tokens_per_s": round(vllm, 1),
+                f"speedup_vs_vllm{suffix}": round(paged / vllm, 2),
+                f"vllm{suffix}_seconds": round(best["vllm", kind], 3),
+            })
     return figures
 
 
@@ -177,6 +200,14 @@ def table(f: dict) -> str:
         f"  {'hf':8s} {f['hf_tokens_per_s']:10.0f} {f['hf_seconds']:9.3f}   "
         f"{'':15s}{f['hf_mixed_tokens_per_s']:10.0f} {f['hf_mixed_seconds']:9.3f}",
         f"  speedup paged / hf: {f['speedup_vs_hf']:.2f}x (goal >= 3); mixed lengths: {f['speedup_vs_hf_mixed']:.2f}x",
+    ]
+    if "vllm_tokens_per_s" in f:
+        rows[4:4] = [
+            f"  {'vllm':8s} {f['vllm_tokens_per_s']:10.0f} {f['vllm_seconds']:9.3f}   "
+            f"{'':15s}{f['vllm_mixed_tokens_per_s']:10.0f} {f['vllm_mixed_seconds']:9.3f}",
+        ]
+        rows.append(f"  paged / vllm: {f['speedup_vs_vllm']:.2f}x; mixed lengths: {f['speedup_vs_vllm_mixed']:.2f}x")
+    rows += [
         f"fork: {FORK_CHILDREN} children x {FORK_NEW_TOKENS} tokens after a {FORK_PREFIX}-token prefix",
         f"  {'prefix cache':14s} {'prefill tokens':>15s} {'peak KV blocks':>15s} {'seconds':>8s}",
         f"  {'on':14s} {f['fork_prefill_tokens']:15d} {f['fork_kv_blocks']:15d} {f['fork_seconds']:8.3f}",

@@ -10,9 +10,10 @@ from configs.typed import bounds, one_of, require
 class EngineConfig:
     """The rollout engine of one rollout worker (see rollout/factory.py: make_engine)."""
 
-    backend: str = field(default="paged", metadata=one_of("paged", "hf"))
+    backend: str = field(default="paged", metadata=one_of("paged", "hf", "vllm"))
     """`paged`: the embedded engine (paged KV cache, prefix caching, continuous batching).
-    `hf`: transformers `generate`, the reference and the baseline."""
+    `hf`: transformers `generate`, the reference and the baseline. `vllm`: vLLM's async
+    engine (the optional extra `treadle[vllm]`; see rollout/vllm_engine.py)."""
     device: str = field(default="cpu", metadata=one_of("cpu", "cuda"))
     """Where the model and the KV cache live."""
     dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16", "float16"))
@@ -20,23 +21,26 @@ class EngineConfig:
     block_size: int = field(default=16, metadata=bounds(ge=1, le=256))
     """Tokens per KV block (paged); a power of two. Prefix caching shares whole blocks only."""
     num_kv_blocks: int = field(default=0, metadata=bounds(ge=0, le=10_000_000))
-    """KV blocks in the pool (paged); 0 sizes the pool from `kv_cache_mb`."""
+    """KV blocks in the pool (paged, vllm); 0 sizes the pool from `kv_cache_mb`."""
     kv_cache_mb: float = field(default=256.0, metadata=bounds(gt=0, le=1_000_000))
-    """KV cache memory in MiB when `num_kv_blocks` is 0 (paged)."""
+    """KV cache memory in MiB when `num_kv_blocks` is 0 (paged, vllm)."""
     max_num_seqs: int = field(default=128, metadata=bounds(ge=1, le=100_000))
-    """Most sequences in one step (paged); the batch size of one `generate` (hf)."""
+    """Most sequences in one step (paged, vllm); the batch size of one `generate` (hf)."""
     max_num_batched_tokens: int = field(default=2048, metadata=bounds(ge=1, le=10_000_000))
-    """Token budget of one step (paged): decode tokens plus prefill chunks."""
+    """Token budget of one step (paged, vllm): decode tokens plus prefill chunks."""
     max_model_len: int = field(default=0, metadata=bounds(ge=0, le=10_000_000))
     """Context window (prompt + output); 0 uses the model's max_position_embeddings. The
     paged backend also caps it at the KV pool's capacity, so one sequence always fits."""
     enable_prefix_caching: bool = True
-    """Reuse the KV of full blocks whose token prefix was computed before (paged)."""
+    """Reuse the KV of full blocks whose token prefix was computed before (paged, vllm)."""
     decode_kernel: str = field(default="torch", metadata=one_of("torch", "triton"))
     """Paged decode attention: `torch` (gather + SDPA, any device) or `triton` (GPU only)."""
     packed_linear: bool = True
     """Paged on CPU: run matmuls through oneDNN with weights packed once (1.3-2.8x faster
     than F.linear for batches of 16+ rows); false uses F.linear everywhere."""
+    vllm_enforce_eager: bool = False
+    """vllm: skip torch.compile. Start-up is shorter (on a 2-core CPU about 40 s instead of
+    1.5 min with a warm compile cache, 3 min with a cold one); decoding is slower."""
 
     def validate(self) -> None:
         require(self.block_size & (self.block_size - 1) == 0, "block_size", f"must be a power of two; got {self.block_size}")

@@ -7,24 +7,29 @@
 `model` is a Hugging Face checkpoint directory or an in-memory `PreTrainedModel`. The
 `paged` backend copies the weights into its own tensors; the `hf` backend runs the given
 model object itself (a directory is loaded with `AutoModelForCausalLM`), so its weight
-updates write into that object. `tokenizer` (anything with `.decode(ids)`, or a decode
+updates write into that object; the `vllm` backend loads a directory in vLLM's own
+processes (an in-memory model is saved to a temporary directory first) and needs vLLM
+installed (see rollout/vllm_engine.py). `tokenizer` (anything with `.decode(ids)`, or a decode
 callable) is needed only for stop strings.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollout.async_engine import AsyncEngine
 from rollout.stopping import as_decode
 from rollout.config import EngineConfig
 
+if TYPE_CHECKING:
+    from rollout.vllm_engine import VLLMEngine
+
 
 
 def make_engine(
     backend: str, model: str | Path | Any, tokenizer: Any = None, config: EngineConfig | None = None
-) -> AsyncEngine:
-    """Build the `backend` engine ("paged" or "hf"); `config.backend`, if given, must agree."""
+) -> AsyncEngine | VLLMEngine:
+    """Build the `backend` engine ("paged", "hf" or "vllm"); `config.backend`, if given, must agree."""
     config = config or EngineConfig(backend=backend)
     if config.backend != backend:
         raise ValueError(f"make_engine: backend {backend!r} but config.backend is {config.backend!r}")
@@ -35,7 +40,11 @@ def make_engine(
         from rollout.paged.core import PagedCore
 
         return AsyncEngine(PagedCore.from_model(model, config, decode=decode))
-    raise ValueError(f"make_engine: unknown backend {backend!r} (known: paged, hf)")
+    if backend == "vllm":
+        from rollout.vllm_engine import VLLMEngine  # imports vllm only when the engine starts
+
+        return VLLMEngine(model, config, decode=decode)
+    raise ValueError(f"make_engine: unknown backend {backend!r} (known: paged, hf, vllm)")
 
 
 def _hf_core(model: Any, decode, config: EngineConfig):

@@ -48,6 +48,8 @@ def test_a_shrunken_run_prints_a_table_then_one_json_line(monkeypatch, capsys, k
     figures = json.loads(lines[-1])
     assert all(key in figures for key in REQUIRED)
     assert any("speedup paged / hf" in line for line in lines[:-1])
+    if not bench_engine.vllm_installed():  # with vllm: tests_vllm/test_vllm_bench.py
+        assert not any("vllm" in line for line in lines)
     # 2 children of a 32-token prefix, 8 tokens each: 2 shared blocks + 1 own block each,
     # against 2 blocks of 39 KV tokens each without the cache.
     assert (figures["fork_prefill_tokens"], figures["fork_prefill_tokens_without_cache"]) == (0, 64)

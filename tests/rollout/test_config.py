@@ -21,7 +21,7 @@ def test_defaults_are_the_embedded_cpu_engine():
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"backend": "vllm2"}, "engine.backend: must be one of paged, hf; got 'vllm2'"),
+        ({"backend": "vllm2"}, "engine.backend: must be one of paged, hf, vllm; got 'vllm2'"),
         ({"block_size": 12}, "engine.block_size: must be a power of two; got 12"),
         ({"max_num_seqs": 256, "max_num_batched_tokens": 128}, "engine.max_num_batched_tokens: must be >= max_num_seqs (256)"),
         ({"decode_kernel": "triton"}, "engine.decode_kernel: triton runs on a GPU"),
