@@ -165,6 +165,7 @@ class LearnerActor:
 
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             dist.init_process_group(backend, init_method=f"tcp://{master_address}", rank=rank, world_size=world_size)
+        self.checkpoint = checkpoint
         self.tokenizer = load_tokenizer(checkpoint)
         self.learner = RLLearner(load_model(checkpoint), rl_config, rank=rank, world_size=world_size)
 
@@ -182,25 +183,33 @@ class LearnerActor:
         rows = table.filter(pc.is_in(table.column("episode_id"), value_set=wanted))
         return self.learner.step(rows)
 
-    def weights(self) -> dict:
+    def weights(self) -> dict | None:
+        """The weights on rank 0, None on other ranks (which must still call it under FSDP2)."""
         return self.learner.weights()
 
     def save(self, directory: str) -> str:
+        """The policy as a Hugging Face model directory (rank 0 writes; every rank calls)."""
         from learner.checkpoint import save_checkpoint
 
-        save_checkpoint(directory, self.learner.model, self.tokenizer, None, None)
+        model = self._whole_model()
+        if model is not None:
+            save_checkpoint(directory, model, self.tokenizer, None, None)
         return directory
 
     def save_state(self, directory: str) -> int:
-        """learner.pt (weights, optimizers, version, RNG) and policy/ (HF) into a checkpoint being built."""
+        """learner.pt (weights, optimizers, version, RNG) and policy/ (HF) into a checkpoint
+        being built; rank 0 writes, every rank calls (the states are gathered under FSDP2)."""
         import torch
 
         from actors.run_checkpoint import LEARNER, POLICY
         from learner.checkpoint import rng_state
         from learner.models import save_model
 
-        torch.save({"learner": self.learner.state_dict(), "rng": rng_state()}, os.path.join(directory, LEARNER))
-        save_model(self.learner.model, self.tokenizer, os.path.join(directory, POLICY))
+        state = self.learner.state_dict()
+        model = self._whole_model()
+        if self.learner.rank == 0:
+            torch.save({"learner": state, "rng": rng_state()}, os.path.join(directory, LEARNER))
+            save_model(model, self.tokenizer, os.path.join(directory, POLICY))
         return self.learner.version
 
     def load_state(self, directory: str) -> int:
@@ -213,3 +222,18 @@ class LearnerActor:
         self.learner.load_state_dict(state["learner"])
         set_rng_state(state["rng"])
         return self.learner.version
+
+    def _whole_model(self):
+        """The policy with whole parameters on rank 0 (gathered into a fresh copy under FSDP2), else None."""
+        if not self.learner.sharded:
+            return self.learner.model if self.learner.rank == 0 else None
+        import torch
+
+        from learner.models import load_model
+
+        weights = self.learner.weights()
+        if weights is None:
+            return None
+        model = load_model(self.checkpoint).float()
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+        return model

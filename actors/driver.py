@@ -69,7 +69,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
     batch_size = train.batch_groups * rl.group_size
     buffer = BufferActor.options(name="treadle-buffer").remote(train.max_staleness, batch_size, rl.group_size)
     learners = _start_learners(LearnerActor, train.checkpoint, rl, train.num_learners)
-    learner = learners[0]  # rank 0 publishes weights and writes checkpoints; the ranks are replicas
+    # Every call goes to every rank (they step, gather and save in lockstep); rank 0 answers.
     if state is not None:
         ray.get([rank.load_state.remote(str(state.directory)) for rank in learners])
         ray.get(buffer.load_state.remote(state.buffer, _put_buffered_episodes(state)))
@@ -81,7 +81,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
         for i in range(train.num_rollout_workers)
     ]  # fmt: skip
     if state is not None:
-        weights = learner.weights.remote()
+        weights = [rank.weights.remote() for rank in learners][0]
         ray.get([w.update_weights.remote(weights, start_version) for w in workers])
     loops = [w.run.remote(buffer) for w in workers]
     dashboard = DashboardMetrics()
@@ -101,7 +101,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
             stats = ray.get([rank.step.remote(handles) for rank in learners])[0]
             consumed = [_ledger_entry(entry, version) for entry in batch]
             version = int(stats["version"])
-            weights = learner.weights.remote()  # a reference: workers read the arrays zero-copy
+            weights = [rank.weights.remote() for rank in learners][0]  # rank 0's; workers read it zero-copy
             sync_start = time.perf_counter()
             ray.get([w.update_weights.remote(weights, version) for w in workers] + [buffer.set_version.remote(version)])
             sync_end = time.perf_counter()
@@ -133,15 +133,15 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
             log.step(last, consumed)
             dashboard.record(last)
             if train.checkpoint_every and version % train.checkpoint_every == 0 and version < train.steps:
-                _checkpoint(run_dir, version, buffer, learner, evaluations, clock, train.keep_checkpoints)
+                _checkpoint(run_dir, version, buffer, learners, evaluations, clock, train.keep_checkpoints)
             bar.set_postfix(reward=f"{last['reward']:.3f}", staleness=last["max_token_staleness"],
                             tok_s=f"{last['rollout_tokens_per_s']:.0f}")  # fmt: skip
             bar.update(1)
     for worker in workers:
         worker.stop.remote()
     ray.get(loops)  # groups being generated finish and are buffered: the last checkpoint keeps them
-    checkpoint = _checkpoint(run_dir, version, buffer, learner, evaluations, clock, train.keep_checkpoints)
-    final = ray.get(learner.save.remote(str(run_dir / "final")))
+    checkpoint = _checkpoint(run_dir, version, buffer, learners, evaluations, clock, train.keep_checkpoints)
+    final = ray.get([rank.save.remote(str(run_dir / "final")) for rank in learners])[0]
     log.close()
     for actor in [*workers, buffer, *learners]:  # free the names and CPUs for another run in this process
         ray.kill(actor)
@@ -195,14 +195,14 @@ def _ledger_entry(entry: Any, learner_version: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _checkpoint(run_dir: Path, version: int, buffer, learner, evaluations: list, clock: _Clock, keep: int) -> Path:
+def _checkpoint(run_dir: Path, version: int, buffer, learners: list, evaluations: list, clock: _Clock, keep: int) -> Path:
     """Snapshot the buffer (state and buffered episodes' rows) and the learner into step-N."""
     import pyarrow as pa
     import ray
 
     checkpoints = run_dir / "checkpoints"
     tmp = run_checkpoint.begin(checkpoints, version)
-    learner_saved = learner.save_state.remote(str(tmp))
+    learner_saved = [rank.save_state.remote(str(tmp)) for rank in learners]
     buffer_state, handles = ray.get(buffer.checkpoint.remote())
     refs = {id_list[0].hex(): id_list[0] for id_list, _ in handles.values()}
     episodes = pa.Table.from_batches(ray.get(list(refs.values()))) if refs else None
@@ -210,7 +210,7 @@ def _checkpoint(run_dir: Path, version: int, buffer, learner, evaluations: list,
         from reasoning.episode_table import THREAD_SCHEMA
 
         episodes = THREAD_SCHEMA.empty_table()
-    assert ray.get(learner_saved) == version
+    assert ray.get(learner_saved) == [version] * len(learners)
     loop = {"evaluations": evaluations, "elapsed_s": clock.elapsed(), "learner_busy_s": clock.busy}
     episode_ids = {key: episode_id for key, (_, episode_id) in handles.items()}
     return run_checkpoint.commit(tmp, checkpoints, LoopCheckpoint(version, buffer_state, episode_ids, episodes, loop), keep)

@@ -7,8 +7,18 @@ a rank's loss is its part of the global loss, the sum of the ranks' gradients is
 gradient of one learner on the whole batch, and after the all-reduce every rank clips
 and steps identically: the replicas stay equal without broadcasting weights.
 torch.distributed with gloo on CPU, NCCL on GPU; the process group is set up by the
-caller (the Ray learner actor). Not covered: FSDP (sharded parameters) and overlapping
-the all-reduce with the backward.
+caller (the Ray learner actor).
+
+Two ways to keep the ranks in step (`rl.data_parallel`): "replicate" keeps a whole copy
+of the model, optimizer and gradients on every rank and all-reduces the gradients once
+per update; "fsdp2" shards parameters, gradients and optimizer states over the ranks
+with torch's FSDP2 (`fully_shard` per decoder layer and at the root), which gathers each
+layer's parameters for its forward and backward and reduce-scatters its gradients; it
+is the path for models that do not fit one GPU, and it runs on CPU with gloo for tests.
+With FSDP every rank must run the same number of forwards and backwards per update, so a
+rank with fewer micro-batches runs zero-weight passes (`passes_per_rank`).
+Not covered: overlapping the replicate all-reduce with the backward, tensor/sequence
+parallelism, Muon under FSDP2.
 """
 from __future__ import annotations
 
@@ -46,3 +56,33 @@ def all_reduce_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(values)
     return values
+
+
+def passes_per_rank(shards: Sequence[Sequence[int]], chunk: Sequence[int]) -> int:
+    """Forward/backward passes every rank makes in an update over the micro-batches `chunk`
+    under FSDP: the most any rank has (the others pad with zero-weight passes)."""
+    members = set(int(i) for i in chunk)
+    return max(len(members.intersection(shard)) for shard in shards)
+
+
+def shard_model(model: torch.nn.Module, world_size: int) -> torch.nn.Module:
+    """FSDP2: shard each decoder layer and the rest of the model over the ranks, with
+    gradients summed (not averaged) across ranks since the loss weights are global shares."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    mesh = init_device_mesh(device, (world_size,))
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    for module in model.modules():
+        if hasattr(module, "set_gradient_divide_factor"):
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # plain SUM (gloo has no PREMUL_SUM)
+    return model
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded (DTensor) value gathered whole on every rank (a collective); others as they are."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor

@@ -52,8 +52,16 @@ class RLConfig:
     from hidden states and the LM head in chunks without [tokens, vocab] logits (chunked:
     torch; triton: the GPU kernel). Chunked saves memory at large vocabularies and costs
     a recomputation of the logits in the backward."""
+    data_parallel: str = field(default="replicate", metadata=one_of("replicate", "fsdp2"))
+    """With several learners (train.num_learners): a whole model copy per rank with
+    all-reduced gradients, or FSDP2-sharded parameters, gradients and optimizer states
+    (AdamW only)."""
     rows: int = field(default=4, metadata=bounds(ge=1, le=4096))
     """Packed rows per micro-batch (one forward); a step runs as many micro-batches as it needs."""
 
     def validate(self) -> None:
+        require(
+            not (self.data_parallel == "fsdp2" and self.optimizer == "muon"), "optimizer",
+            "muon is not supported with data_parallel fsdp2; use adamw",
+        )  # fmt: skip
         require(self.clip_low < 1.0, "clip_low", f"must be < 1 so the clipped ratio stays positive; got {self.clip_low}")

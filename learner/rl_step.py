@@ -33,7 +33,14 @@ import torch
 from learner.fused_logprob import logprob_and_entropy
 from learner.optim import build_optimizers
 from learner.packing import IGNORE, attention_mask
-from learner.data_parallel import all_reduce_gradients, all_reduce_sum, assign_micro_batches
+from learner.data_parallel import (
+    all_reduce_gradients,
+    all_reduce_sum,
+    assign_micro_batches,
+    full_tensor,
+    passes_per_rank,
+    shard_model,
+)
 from learner.ppo_loss import decoupled_ppo_loss, normalization_weights
 from learner.rl_batch import MicroBatch, RLBatch, build_batch
 from learner.rl_config import RLConfig
@@ -95,16 +102,19 @@ class RLLearner:
     """
 
     def __init__(self, model: torch.nn.Module, config: RLConfig, rank: int = 0, world_size: int = 1):
-        self.model = model.float().train()
         self.config = config
         self.rank, self.world_size = rank, world_size
+        self.sharded = config.data_parallel == "fsdp2" and world_size > 1
         self.version = 0
-        self.optimizers = build_optimizers(
-            model, config.optimizer, config.lr, config.weight_decay, (config.beta1, config.beta2), config.lr
-        )
         self.reference: torch.nn.Module | None = None
-        if config.kl_coef > 0:
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        if config.kl_coef > 0:  # a whole frozen copy on every rank (forward only)
+            self.reference = copy.deepcopy(model).float().eval().requires_grad_(False)
+        self.model = model.float().train()
+        if self.sharded:
+            self.model = shard_model(self.model, world_size)
+        self.optimizers = build_optimizers(
+            self.model, config.optimizer, config.lr, config.weight_decay, (config.beta1, config.beta2), config.lr
+        )
 
     def step(
         self,
@@ -125,14 +135,18 @@ class RLLearner:
         if batch.num_trained_tokens == 0:
             raise ValueError(f"no trainable tokens in {len(batch.episode_ids)} episodes")
         micro = batch.micro_batches
-        mine = set(assign_micro_batches([mb.packed.num_tokens for mb in micro], self.world_size)[self.rank])
+        shards = assign_micro_batches([mb.packed.num_tokens for mb in micro], self.world_size)
+        mine = set(shards[self.rank])
         num_mini = min(c.mini_batches, len(micro))
         proximal: dict[int, torch.Tensor] | None = None
         if c.ppo_epochs > 1 or num_mini > 1:  # pi_prox: the weights before the first update, one no-grad forward
             with torch.no_grad():
                 proximal = {i: self._logprobs(self.model, micro[i])[0] for i in sorted(mine)}
+                if self.sharded:  # every rank makes as many (gathering) forwards as the busiest one
+                    for _ in range(max(map(len, shards)) - len(mine)):
+                        self._logprobs(self.model, micro[0])
         reference = None
-        if self.reference is not None:
+        if self.reference is not None:  # a whole copy on each rank: no collectives
             with torch.no_grad():
                 reference = {i: self._logprobs(self.reference, micro[i])[0] for i in sorted(mine)}
         sums = []
@@ -142,7 +156,9 @@ class RLLearner:
                     [micro[i].loss_mask for i in chunk], [micro[i].episode_index for i in chunk], c.normalization
                 )
                 local = [(int(i), w) for i, w in zip(chunk, weights) if int(i) in mine]
-                sums.append(self._update(micro, local, proximal, reference, first_epoch=epoch == 0))
+                passes = passes_per_rank(shards, chunk) if self.sharded else len(local)
+                padding = [(int(chunk[0]), np.zeros_like(weights[0]))] * (passes - len(local))
+                sums.append(self._update(micro, local + padding, proximal, reference, first_epoch=epoch == 0))
         self.version += 1
         totals = torch.stack(sums)
         if self.world_size > 1:
@@ -157,46 +173,55 @@ class RLLearner:
         reference: dict[int, torch.Tensor] | None,
         first_epoch: bool,
     ) -> torch.Tensor:
-        """One optimizer update: this rank's micro-batches of the update with their loss
-        weights; with `proximal` None it is the only update of the step, so pi_prox is
-        this forward's logprobs detached. Returns this rank's part of the update's sums
-        (see SUMS); the grad norm is the same on every rank, so it counts only on rank 0."""
-        c = self.config
-        device = next(self.model.parameters()).device
+        """One optimizer update from this rank's (micro-batch, loss weights) passes, each a
+        forward and a backward (zero weights: an FSDP padding pass that only keeps the
+        collectives in step). With `proximal` None it is the step's only update, so pi_prox
+        is the forward's logprobs detached. Returns this rank's part of the update's sums
+        (SUMS); the grad norm is the same on every rank, so it counts only on rank 0."""
         part = torch.zeros(len(SUMS), dtype=torch.float64)
-        if local:
-            chosen = [micro[i] for i, _ in local]
-
-            def flat(name: str) -> torch.Tensor:
-                return torch.cat([torch.from_numpy(getattr(mb, name)).flatten() for mb in chosen]).to(device)
-
-            logprobs, entropy = (torch.cat(p) for p in zip(*(self._logprobs(self.model, mb) for mb in chosen)))
-            prox = logprobs.detach() if proximal is None else torch.cat([proximal[i] for i, _ in local])
-            weights = torch.cat([torch.from_numpy(w).flatten() for _, w in local]).to(device)
-            behaviour, mask = flat("behaviour_logprobs"), flat("loss_mask")
-            terms = decoupled_ppo_loss(
-                logprobs, prox, behaviour, flat("advantages"), mask,
-                clip_low=c.clip_low, clip_high=c.clip_high, weight_cap=c.weight_cap,
-                reference_logprobs=None if reference is None else torch.cat([reference[i] for i, _ in local]),
-                kl_coef=c.kl_coef, token_weights=weights,
-            )  # fmt: skip
-            terms.loss.backward()
-            on = mask > 0
-            delta = (prox - behaviour)[on]
-            part[:7] = torch.tensor([
-                terms.loss.item(), terms.policy_loss.item(), terms.kl.item(), terms.clip_fraction,
-                terms.mean_importance_weight, terms.truncated_fraction, float((entropy.detach() * weights).sum()),
-            ], dtype=torch.float64)  # fmt: skip
-            if first_epoch:  # each trained token once: the engine-learner mismatch of pi_prox
-                part[7:10] = torch.tensor([float((torch.exp(delta) - delta - 1).sum()), float((-delta).sum()), int(on.sum())])
+        for index, weights in local:
+            part += self._pass(micro[index], index, torch.from_numpy(weights).flatten(), proximal, reference, first_epoch)
         parameters = [p for p in self.model.parameters() if p.requires_grad]
-        if self.world_size > 1:
+        if self.world_size > 1 and not self.sharded:  # FSDP2 reduce-scattered them in each backward
             all_reduce_gradients(parameters)
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, c.grad_clip or float("inf"))
-        part[10] = float(grad_norm) if self.rank == 0 else 0.0
+        grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip or float("inf")))
+        part[SUMS.index("grad_norm")] = float(grad_norm) if self.rank == 0 else 0.0
         for optimizer in self.optimizers:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        return part
+
+    def _pass(self, mb: MicroBatch, index: int, weights: torch.Tensor, proximal, reference, first_epoch: bool) -> torch.Tensor:
+        """Forward and backward of one micro-batch; its weighted sums (zeros for padding)."""
+        c = self.config
+        device = next(self.model.parameters()).device
+        weights = weights.to(device)
+
+        def field(name: str) -> torch.Tensor:
+            return torch.from_numpy(getattr(mb, name)).flatten().to(device)
+
+        logprobs, entropy = self._logprobs(self.model, mb)
+        # A padding pass (zero weights) may borrow another rank's micro-batch: no proximal of its own.
+        prox = logprobs.detach() if proximal is None else proximal.get(index, logprobs.detach())
+        behaviour, mask = field("behaviour_logprobs"), field("loss_mask")
+        terms = decoupled_ppo_loss(
+            logprobs, prox, behaviour, field("advantages"), mask,
+            clip_low=c.clip_low, clip_high=c.clip_high, weight_cap=c.weight_cap,
+            reference_logprobs=None if reference is None else reference.get(index),
+            kl_coef=c.kl_coef, token_weights=weights,
+        )  # fmt: skip
+        terms.loss.backward()
+        part = torch.zeros(len(SUMS), dtype=torch.float64)
+        if not bool((weights > 0).any()):
+            return part
+        part[:7] = torch.tensor([
+            terms.loss.item(), terms.policy_loss.item(), terms.kl.item(), terms.clip_fraction,
+            terms.mean_importance_weight, terms.truncated_fraction, float((entropy.detach() * weights).sum()),
+        ], dtype=torch.float64)  # fmt: skip
+        if first_epoch:  # each trained token once: the engine-learner mismatch of pi_prox
+            on = mask > 0
+            delta = (prox - behaviour)[on]
+            part[7:10] = torch.tensor([float((torch.exp(delta) - delta - 1).sum()), float((-delta).sum()), int(on.sum())])
         return part
 
     def _logprobs(self, model: torch.nn.Module, micro_batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,25 +259,48 @@ class RLLearner:
             "micro_batches": len(batch.micro_batches),
         }
 
-    def weights(self) -> dict[str, np.ndarray]:
-        """fp32 numpy copies by Hugging Face parameter name; a tied head appears once, as
+    def weights(self) -> dict[str, np.ndarray] | None:
+        """fp32 numpy copies by Hugging Face parameter name, on rank 0 (None elsewhere; under
+        FSDP2 every rank must call it, it gathers the shards); a tied head appears once, as
         model.embed_tokens.weight (engines accept any subset of their names)."""
-        return {name: p.detach().to("cpu", torch.float32).numpy().copy() for name, p in self.model.named_parameters()}
+        if self.rank != 0 and not self.sharded:
+            return None
+        arrays = {
+            name: full_tensor(p.detach()).to("cpu", torch.float32).numpy().copy()
+            for name, p in self.model.named_parameters()
+        }
+        return arrays if self.rank == 0 else None
 
     def state_dict(self) -> dict[str, Any]:
-        state = {
-            "model": self.model.state_dict(),
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "version": self.version,
-        }
+        """Whole (unsharded) states; under FSDP2 every rank must call it (it gathers)."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model_state, optimizer_state = get_state_dict(self.model, self.optimizers, options=options)
+            state = {"model": model_state, "optimizers": optimizer_state, "version": self.version, "fsdp2": True}
+        else:
+            state = {
+                "model": self.model.state_dict(),
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "version": self.version,
+            }
         if self.reference is not None:
             state["reference"] = self.reference.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        for optimizer, optimizer_state in zip(self.optimizers, state["optimizers"], strict=True):
-            optimizer.load_state_dict(optimizer_state)
+        if state.get("fsdp2", False) != self.sharded:
+            raise ValueError("a learner state saved with data_parallel fsdp2 loads only into fsdp2 learners, and back")
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            set_state_dict(self.model, self.optimizers, model_state_dict=state["model"],
+                           optim_state_dict=state["optimizers"], options=StateDictOptions(full_state_dict=True))  # fmt: skip
+        else:
+            self.model.load_state_dict(state["model"])
+            for optimizer, optimizer_state in zip(self.optimizers, state["optimizers"], strict=True):
+                optimizer.load_state_dict(optimizer_state)
         if self.reference is not None:
             self.reference.load_state_dict(state["reference"])
         self.version = int(state["version"])

@@ -1,4 +1,5 @@
-"""Two learner actors with gloo make the same update as one learner on the same batch.
+"""Two learner actors with gloo make the same update as one learner on the same batch,
+with whole replicas (all-reduced gradients) and with FSDP2 (sharded parameters).
 
 Real Ray actors and a real torch.distributed process group on 127.0.0.1; the committed
 APR model; episodes with random tokens of the model's vocabulary, uneven thread lengths
@@ -8,6 +9,7 @@ Episode-mean normalization and two mini-batches exercise the global loss weights
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -56,26 +58,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_learners_equal_one_learner(ray_session):
+@pytest.mark.parametrize("mode", ["replicate", "fsdp2"])
+def test_two_gloo_learners_equal_one_learner(ray_session, tmp_path, mode):
     from actors.actors import LearnerActor
 
+    config = replace(CONFIG, data_parallel=mode)
     table = to_table(rows())
-    single = RLLearner(load_model(CHECKPOINT), CONFIG)
+    single = RLLearner(load_model(CHECKPOINT), config)
     torch.set_num_threads(1)
     expected = single.step(table)
     assert expected["micro_batches"] >= 4 and expected["updates"] == 2
 
     address = f"127.0.0.1:{free_port()}"
-    learners = [LearnerActor.remote(CHECKPOINT, CONFIG, rank, 2, address) for rank in range(2)]
+    learners = [LearnerActor.remote(CHECKPOINT, config, rank, 2, address) for rank in range(2)]
     assert sorted(ray.get([learner.ready.remote() for learner in learners])) == [0, 1]
     ref = ray.put(table.combine_chunks().to_batches()[0])
     handles = [([ref], f"e{e}") for e in range(5)]
     results = ray.get([learner.step.remote(handles) for learner in learners])
     weights = ray.get([learner.weights.remote() for learner in learners])
+    assert weights[1] is None  # rank 0 publishes
 
     for name, value in single.weights().items():
-        np.testing.assert_array_equal(weights[0][name], weights[1][name])  # the replicas stay identical
         np.testing.assert_allclose(weights[0][name], value, atol=2e-6, rtol=0, err_msg=name)
     for key in ("loss", "policy_loss", "entropy", "grad_norm", "mismatch_kl", "clip_fraction"):
         assert results[0][key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
     assert results[0]["token_staleness"] == expected["token_staleness"]
+
+    # The checkpoint path: whole states saved by rank 0, loaded by every rank.
+    assert ray.get([learner.save_state.remote(str(tmp_path)) for learner in learners]) == [1, 1]
+    assert (tmp_path / "learner.pt").is_file() and (tmp_path / "policy" / "model.safetensors").is_file()
+    np.testing.assert_allclose(
+        load_model(tmp_path / "policy").model.norm.weight.detach().numpy(), weights[0]["model.norm.weight"], atol=0
+    )
+    assert ray.get([learner.load_state.remote(str(tmp_path)) for learner in learners]) == [1, 1]
+    for learner in learners:
+        ray.kill(learner)
