@@ -45,109 +45,174 @@ def save_config(config: Any, run_dir: Path) -> None:
 
 def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
     """Run `config.train.steps` learner steps in `run_dir`, or go on from its newest checkpoint."""
-    import ray
-    from tqdm import tqdm
-
-    from actors.actors import BufferActor, LearnerActor, RolloutActor
-    from actors.dashboard_metrics import DashboardMetrics
-    from actors.ray_setup import start_ray
-    from actors.run_log import RunLog
-    from reasoning.countdown.problems import generate_problems
-
-    train, rl = config.train, config.rl
     state = run_checkpoint.load(run_checkpoint.latest(run_dir)) if resume else None
     start_version = state.version if state else 0
-    if start_version >= train.steps:
+    if start_version >= config.train.steps:
         raise UsageError(f"{run_dir}: the checkpoint is at step {start_version}; raise train.steps above it to go on")
     run_dir.mkdir(parents=True, exist_ok=True)
     if state is None:
         save_config(config, run_dir)
-    train_problems, val_problems = generate_problems(config.task)
-    held_out = val_problems[: train.eval_problems]
-    log = RunLog(run_dir, resume_version=start_version if state else None)
-    start_ray(train.num_cpus, train.object_store_mb, train.dashboard)
-    batch_size = train.batch_groups * rl.group_size
-    buffer = BufferActor.options(name="treadle-buffer").remote(train.max_staleness, batch_size, rl.group_size)
-    learners = _start_learners(LearnerActor, train.checkpoint, rl, train.num_learners)
-    # Every call goes to every rank (they step, gather and save in lockstep); rank 0 answers.
-    if state is not None:
-        ray.get([rank.load_state.remote(str(state.directory)) for rank in learners])
-        ray.get(buffer.load_state.remote(state.buffer, _put_buffered_episodes(state)))
-    workers = [
-        RolloutActor.options(name=f"treadle-rollout-{i}").remote(
-            f"rollout-{i}", train.checkpoint, train_problems, config,
-            str(run_dir.resolve() / "rollouts" / f"rollout-{i}"),
-        )
-        for i in range(train.num_rollout_workers)
-    ]  # fmt: skip
-    if state is not None:
-        weights = [rank.weights.remote() for rank in learners][0]
-        ray.get([w.update_weights.remote(weights, start_version) for w in workers])
-    loops = [w.run.remote(buffer) for w in workers]
-    dashboard = DashboardMetrics()
-    evaluations = list(state.loop["evaluations"]) if state else []
-    if train.eval_every and not evaluations:
-        evaluations.append({"step": 0, **ray.get(workers[0].evaluate.remote(held_out))})
-    clock = _Clock(state.loop.get("elapsed_s", 0.0) if state else 0.0, state.loop.get("learner_busy_s", 0.0) if state else 0.0)
-    version, last = start_version, {}
-    tokens_before = 0
-    with tqdm(total=train.steps, initial=start_version, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-        while version < train.steps:
-            wait_start = time.perf_counter()
-            while (batch := ray.get(buffer.take_batch.remote(version))) is None:
-                time.sleep(0.05)
-            step_start = time.perf_counter()
-            handles = [entry.handle for entry in batch]
-            stats = ray.get([rank.step.remote(handles) for rank in learners])[0]
-            consumed = [_ledger_entry(entry, version) for entry in batch]
-            version = int(stats["version"])
-            weights = [rank.weights.remote() for rank in learners][0]  # rank 0's; workers read it zero-copy
-            sync_start = time.perf_counter()
-            ray.get([w.update_weights.remote(weights, version) for w in workers] + [buffer.set_version.remote(version)])
-            sync_end = time.perf_counter()
-            clock.add_busy(sync_start - step_start)
-            worker_stats = ray.get([w.stats.remote() for w in workers])
-            buffer_metrics = ray.get(buffer.metrics.remote())
-            tokens_now = sum(s["tokens_generated"] for s in worker_stats)
-            last = {
-                "version": version,
-                "reward": stats["mean_reward"],
-                "accuracy": sum(e.meta.reward == 1.0 for e in batch) / len(batch),
-                **{k: stats[k] for k in ("loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "updates")},
-                "token_staleness": stats["token_staleness"],
-                "tokens": stats["tokens"],
-                "learner_wait_s": round(step_start - wait_start, 3),
-                "learner_step_s": round(sync_start - step_start, 3),
-                "weight_sync_s": round(sync_end - sync_start, 3),
-                "elapsed_s": round(clock.elapsed(), 2),
-                "rollout_tokens_per_s": round(max(tokens_now - tokens_before, 0) / max(sync_end - wait_start, 1e-9), 1),
-                "rollout_idle_ratio": round(sum(s["idle_ratio"] for s in worker_stats) / len(worker_stats), 3),
-                "learner_idle_ratio": round(clock.learner_idle_ratio(), 3),
-                "buffer": {k: buffer_metrics[k] for k in ("admitted", "consumed", "dropped", "in_flight", "buffered")},
-                "dropped_by_reason": buffer_metrics["dropped_by_reason"],
-            }
-            tokens_before = tokens_now
-            if train.eval_every and (version % train.eval_every == 0 or version == train.steps):
-                evaluations.append({"step": version, **ray.get(workers[0].evaluate.remote(held_out))})
-                last["eval_accuracy"] = evaluations[-1]["accuracy"]
-            log.step(last, consumed)
-            dashboard.record(last)
-            if train.checkpoint_every and version % train.checkpoint_every == 0 and version < train.steps:
-                _checkpoint(run_dir, version, buffer, learners, evaluations, clock, train.keep_checkpoints)
-            bar.set_postfix(reward=f"{last['reward']:.3f}", staleness=last["max_token_staleness"],
-                            tok_s=f"{last['rollout_tokens_per_s']:.0f}")  # fmt: skip
-            bar.update(1)
-    for worker in workers:
-        worker.stop.remote()
-    ray.get(loops)  # groups being generated finish and are buffered: the last checkpoint keeps them
-    checkpoint = _checkpoint(run_dir, version, buffer, learners, evaluations, clock, train.keep_checkpoints)
-    final = ray.get([rank.save.remote(str(run_dir / "final")) for rank in learners])[0]
-    log.close()
-    for actor in [*workers, buffer, *learners]:  # free the names and CPUs for another run in this process
-        ray.kill(actor)
-    (run_dir / "eval.json").write_text(json.dumps(evaluations, indent=2) + "\n")
-    return {**last, "evaluations": evaluations, "final": final, "checkpoint": str(checkpoint),
-            "metrics": str(log.metrics_path), "ledger": str(log.ledger_path)}  # fmt: skip
+    loop = TrainingLoop(config, run_dir, state)
+    try:
+        return loop.run()
+    finally:
+        loop.shutdown()
+
+
+class TrainingLoop:
+    """The actors of one run and the loop over learner steps (see the module doc)."""
+
+    def __init__(self, config: Any, run_dir: Path, state: LoopCheckpoint | None):
+        import ray
+
+        from actors.actors import BufferActor, LearnerActor, RolloutActor
+        from actors.dashboard_metrics import DashboardMetrics
+        from actors.ray_setup import start_ray
+        from actors.run_log import RunLog
+        from reasoning.countdown.problems import generate_problems
+
+        self.config, self.run_dir = config, run_dir
+        train, rl = config.train, config.rl
+        self.version = state.version if state else 0
+        train_problems, val_problems = generate_problems(config.task)
+        self.held_out = val_problems[: train.eval_problems]
+        self.log = RunLog(run_dir, resume_version=self.version if state else None)
+        start_ray(train.num_cpus, train.object_store_mb, train.dashboard)
+        batch_size = train.batch_groups * rl.group_size
+        self.buffer = BufferActor.options(name="treadle-buffer").remote(train.max_staleness, batch_size, rl.group_size)
+        # Every learner call goes to every rank (they step, gather and save in lockstep); rank 0 answers.
+        self.learners = _start_learners(LearnerActor, train.checkpoint, rl, train.num_learners)
+        if state is not None:
+            ray.get([rank.load_state.remote(str(state.directory)) for rank in self.learners])
+            ray.get(self.buffer.load_state.remote(state.buffer, _put_buffered_episodes(state)))
+        self.workers = [
+            RolloutActor.options(name=f"treadle-rollout-{i}").remote(
+                f"rollout-{i}", train.checkpoint, train_problems, config,
+                str(run_dir.resolve() / "rollouts" / f"rollout-{i}"),
+            )
+            for i in range(train.num_rollout_workers)
+        ]  # fmt: skip
+        if state is not None:
+            ray.get([w.update_weights.remote(self._weights(), self.version) for w in self.workers])
+        self.dashboard = DashboardMetrics()
+        self.evaluations = list(state.loop["evaluations"]) if state else []
+        loop_state = state.loop if state else {}
+        self.clock = _Clock(loop_state.get("elapsed_s", 0.0), loop_state.get("learner_busy_s", 0.0))
+        self.tokens_generated = 0
+
+    def run(self) -> dict:
+        import ray
+        from tqdm import tqdm
+
+        from actors.report import write_report
+
+        train = self.config.train
+        loops = [w.run.remote(self.buffer) for w in self.workers]
+        if train.eval_every and not self.evaluations:
+            self._evaluate()
+        last: dict[str, Any] = {}
+        with tqdm(total=train.steps, initial=self.version, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+            while self.version < train.steps:
+                last = self._step()
+                if train.eval_every and (self.version % train.eval_every == 0 or self.version == train.steps):
+                    last["eval_accuracy"] = self._evaluate()
+                self.log.step(last, last.pop("consumed"))
+                self.dashboard.record(last)
+                if train.checkpoint_every and self.version % train.checkpoint_every == 0 and self.version < train.steps:
+                    self._checkpoint()
+                bar.set_postfix(reward=f"{last['reward']:.3f}", staleness=last["max_token_staleness"],
+                                tok_s=f"{last['rollout_tokens_per_s']:.0f}")  # fmt: skip
+                bar.update(1)
+        for worker in self.workers:
+            worker.stop.remote()
+        ray.get(loops)  # groups being generated finish and are buffered: the last checkpoint keeps them
+        checkpoint = self._checkpoint()
+        final = ray.get([rank.save.remote(str(self.run_dir / "final")) for rank in self.learners])[0]
+        (self.run_dir / "eval.json").write_text(json.dumps(self.evaluations, indent=2) + "\n")
+        report = write_report(self.run_dir, self.evaluations, train.max_staleness)
+        return {**last, "evaluations": self.evaluations, "final": final, "checkpoint": str(checkpoint),
+                "metrics": str(self.log.metrics_path), "ledger": str(self.log.ledger_path), "report": str(report)}  # fmt: skip
+
+    def shutdown(self) -> None:
+        """Close the logs and free the actor names and CPUs (for another run in this process)."""
+        import ray
+
+        self.log.close()
+        for actor in [*self.workers, self.buffer, *self.learners]:
+            ray.kill(actor)
+
+    def _step(self) -> dict[str, Any]:
+        """Wait for a batch, update, publish the weights; the step's metrics (and its ledger
+        entries under "consumed")."""
+        import ray
+
+        wait_start = time.perf_counter()
+        while (batch := ray.get(self.buffer.take_batch.remote(self.version))) is None:
+            time.sleep(0.05)
+        step_start = time.perf_counter()
+        handles = [entry.handle for entry in batch]
+        stats = ray.get([rank.step.remote(handles) for rank in self.learners])[0]
+        consumed = [_ledger_entry(entry, self.version) for entry in batch]
+        self.version = int(stats["version"])
+        weights = self._weights()
+        sync_start = time.perf_counter()
+        ray.get([w.update_weights.remote(weights, self.version) for w in self.workers]
+                + [self.buffer.set_version.remote(self.version)])  # fmt: skip
+        sync_end = time.perf_counter()
+        self.clock.add_busy(sync_start - step_start)
+        worker_stats = ray.get([w.stats.remote() for w in self.workers])
+        buffer_metrics = ray.get(self.buffer.metrics.remote())
+        tokens_now = sum(s["tokens_generated"] for s in worker_stats)
+        generated, self.tokens_generated = max(tokens_now - self.tokens_generated, 0), tokens_now
+        return {
+            "version": self.version,
+            "reward": stats["mean_reward"],
+            "accuracy": sum(e.meta.reward == 1.0 for e in batch) / len(batch),
+            **{k: stats[k] for k in STEP_STATS},
+            "learner_wait_s": round(step_start - wait_start, 3),
+            "learner_step_s": round(sync_start - step_start, 3),
+            "weight_sync_s": round(sync_end - sync_start, 3),
+            "elapsed_s": round(self.clock.elapsed(), 2),
+            "rollout_tokens_per_s": round(generated / max(sync_end - wait_start, 1e-9), 1),
+            "rollout_idle_ratio": round(sum(s["idle_ratio"] for s in worker_stats) / len(worker_stats), 3),
+            "learner_idle_ratio": round(self.clock.learner_idle_ratio(), 3),
+            "buffer": {k: buffer_metrics[k] for k in ("admitted", "consumed", "dropped", "in_flight", "buffered")},
+            "dropped_by_reason": buffer_metrics["dropped_by_reason"],
+            "consumed": consumed,
+        }
+
+    def _weights(self):
+        """A reference to rank 0's weights (every rank is asked: under FSDP2 they gather together)."""
+        return [rank.weights.remote() for rank in self.learners][0]
+
+    def _evaluate(self) -> float:
+        import ray
+
+        self.evaluations.append({"step": self.version, **ray.get(self.workers[0].evaluate.remote(self.held_out))})
+        return self.evaluations[-1]["accuracy"]
+
+    def _checkpoint(self) -> Path:
+        """Snapshot the buffer (state and buffered episodes' rows) and the learner into step-N."""
+        import pyarrow as pa
+        import ray
+
+        from reasoning.episode_table import THREAD_SCHEMA
+
+        checkpoints = self.run_dir / "checkpoints"
+        tmp = run_checkpoint.begin(checkpoints, self.version)
+        learner_saved = [rank.save_state.remote(str(tmp)) for rank in self.learners]
+        buffer_state, handles = ray.get(self.buffer.checkpoint.remote())
+        refs = {id_list[0].hex(): id_list[0] for id_list, _ in handles.values()}
+        episodes = pa.Table.from_batches(ray.get(list(refs.values()))) if refs else THREAD_SCHEMA.empty_table()
+        assert ray.get(learner_saved) == [self.version] * len(self.learners)
+        loop = {"evaluations": self.evaluations, "elapsed_s": self.clock.elapsed(), "learner_busy_s": self.clock.busy}
+        episode_ids = {key: episode_id for key, (_, episode_id) in handles.items()}
+        state = LoopCheckpoint(self.version, buffer_state, episode_ids, episodes, loop)
+        return run_checkpoint.commit(tmp, checkpoints, state, self.config.train.keep_checkpoints)
+
+
+# Learner figures copied into each step's metrics.
+STEP_STATS = ("loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "updates", "token_staleness", "tokens")
 
 
 def _start_learners(actor_class: Any, checkpoint: str, rl: Any, num_learners: int) -> list:
@@ -193,27 +258,6 @@ def _ledger_entry(entry: Any, learner_version: int) -> dict[str, Any]:
         "max_version": meta.max_version, "lag": learner_version - meta.min_version, "tokens": meta.num_tokens,
         "reward": meta.reward,
     }  # fmt: skip
-
-
-def _checkpoint(run_dir: Path, version: int, buffer, learners: list, evaluations: list, clock: _Clock, keep: int) -> Path:
-    """Snapshot the buffer (state and buffered episodes' rows) and the learner into step-N."""
-    import pyarrow as pa
-    import ray
-
-    checkpoints = run_dir / "checkpoints"
-    tmp = run_checkpoint.begin(checkpoints, version)
-    learner_saved = [rank.save_state.remote(str(tmp)) for rank in learners]
-    buffer_state, handles = ray.get(buffer.checkpoint.remote())
-    refs = {id_list[0].hex(): id_list[0] for id_list, _ in handles.values()}
-    episodes = pa.Table.from_batches(ray.get(list(refs.values()))) if refs else None
-    if episodes is None:
-        from reasoning.episode_table import THREAD_SCHEMA
-
-        episodes = THREAD_SCHEMA.empty_table()
-    assert ray.get(learner_saved) == [version] * len(learners)
-    loop = {"evaluations": evaluations, "elapsed_s": clock.elapsed(), "learner_busy_s": clock.busy}
-    episode_ids = {key: episode_id for key, (_, episode_id) in handles.items()}
-    return run_checkpoint.commit(tmp, checkpoints, LoopCheckpoint(version, buffer_state, episode_ids, episodes, loop), keep)
 
 
 def _put_buffered_episodes(state: LoopCheckpoint) -> dict:

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_training(config, run_dir(config))
     summary = {k: v for k, v in result.items() if k not in ("evaluations", "token_staleness")}
     print(json.dumps(summary))
-    print(f"metrics: {result['metrics']}; ledger: {result['ledger']}; checkpoint: {result['checkpoint']}; "
-          f"final policy: {result['final']}")  # fmt: skip
+    print(f"report: {result['report']}; metrics: {result['metrics']}; ledger: {result['ledger']}; "
+          f"checkpoint: {result['checkpoint']}; final policy: {result['final']}")  # fmt: skip
     return 0
 

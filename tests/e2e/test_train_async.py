@@ -64,6 +64,8 @@ def test_each_run_respects_the_staleness_bound_and_counts_every_episode(bench, n
     assert [e["step"] for e in evaluations] == [0, 3] and all(0 <= e["accuracy"] <= 1 for e in evaluations)
     assert steps[-1]["eval_accuracy"] == evaluations[-1]["accuracy"]
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    report = (run_dir / "report.md").read_text()
+    assert "| 3 |" in report and f"(bound {eta})" in report and "admitted" in report
     # Every trained episode is in the rollout log (which also holds the untrained ones).
     logged = set(read_rollout_logs(run_dir / "rollouts").column("episode_id").to_pylist())
     assert set(trained) <= logged
