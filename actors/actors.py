@@ -1,11 +1,11 @@
 """The Ray actors: thin wrappers around the plain classes that do the work.
 
 - `BufferActor` (num_cpus=0) wraps StreamBuffer (actors/stream_buffer.py).
-- `RolloutActor` (num_cpus=1, async) wraps RolloutCore (actors/rollout_core.py) around a
+- `RolloutActor` (num_cpus=1, async, restarted by Ray if it dies) wraps RolloutCore (actors/rollout_core.py) around a
   paged engine; its `run` loop asks the buffer for a ticket, generates a group, appends
   the group's Arrow record batch to the worker's Parquet rollout log
-  (actors/rollout_log.py), puts it into the object store and its episodes' metadata into
-  the buffer. Weight updates arrive as a reference to a dict of numpy arrays, zero-copy.
+  (actors/rollout_log.py), and hands it with its episodes' metadata to the buffer, which
+  puts it into the object store (so the buffer owns it and it survives the worker). Weight updates arrive as a reference to a dict of numpy arrays, zero-copy.
 - `LearnerActor` (num_cpus=1) wraps RLLearner (learner/rl_step.py): one rank of one or
   more data-parallel learners.
 Episode handles in the buffer are `([ref], episode_id)`: the reference is wrapped in a
@@ -34,11 +34,18 @@ class BufferActor:
     def try_admit(self, worker_id: str):
         return self.buffer.try_admit(worker_id)
 
-    def put(self, ticket, handle, meta) -> None:
-        self.buffer.put(ticket, handle, meta)
+    def put_group(self, ticket, batch, metas: list) -> None:
+        """A finished group: its Arrow batch goes into the object store from here, so the
+        buffer actor owns it and the episodes outlive the worker that made them."""
+        ref = ray.put(batch)
+        for episode_id, meta in metas:
+            self.buffer.put(ticket, ([ref], episode_id), meta)
 
     def abort(self, ticket, reason: str) -> None:
         self.buffer.abort(ticket, reason)
+
+    def abort_worker(self, worker_id: str, reason: str) -> int:
+        return self.buffer.abort_worker(worker_id, reason)
 
     def take_batch(self, learner_version: int):
         return self.buffer.take_batch(learner_version)
@@ -58,9 +65,11 @@ class BufferActor:
         return self.buffer.metrics()
 
 
-@ray.remote(num_cpus=1)
+@ray.remote(num_cpus=1, max_restarts=-1)
 class RolloutActor:
     def __init__(self, worker_id: str, checkpoint: str, problems: list, config: Any, log_dir: str | None = None):
+        """`problems` is `[ref]` to the problem list in the object store (the caller keeps the
+        reference alive, so a restarted worker reads it again) or the list itself."""
         import torch
 
         from actors.rollout_core import RolloutCore
@@ -71,7 +80,7 @@ class RolloutActor:
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         self.worker_id = worker_id
-        self.problems = problems
+        self.problems = ray.get(problems[0]) if problems and isinstance(problems[0], ray.ObjectRef) else problems
         self.config = config
         tokenizer = load_tokenizer(checkpoint)
         engine = make_engine("paged", checkpoint, tokenizer, EngineConfig())
@@ -139,10 +148,11 @@ class RolloutActor:
             batch = group_record_batch(episodes)
             if self.log is not None:
                 self.log.append(batch)
-            ref = ray.put(batch)
-            for i, episode in enumerate(episodes):
-                meta = episode_meta(episode, problem.id, i, ticket.admitted_version)
-                await buffer.put.remote(ticket, ([ref], episode.episode_id), meta)
+            metas = [
+                (episode.episode_id, episode_meta(episode, problem.id, i, ticket.admitted_version))
+                for i, episode in enumerate(episodes)
+            ]
+            await buffer.put_group.remote(ticket, batch, metas)
             self.groups_done += 1
 
 

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ray import exceptions as ray_exceptions
+
 from actors import run_checkpoint
 from actors.errors import UsageError
 from actors.run_checkpoint import LoopCheckpoint
@@ -85,9 +87,11 @@ class TrainingLoop:
         if state is not None:
             ray.get([rank.load_state.remote(str(state.directory)) for rank in self.learners])
             ray.get(self.buffer.load_state.remote(state.buffer, _put_buffered_episodes(state)))
+        # Held here for the whole run: a worker Ray restarts reads its problems again.
+        self.problems_ref = ray.put(train_problems)
         self.workers = [
             RolloutActor.options(name=f"treadle-rollout-{i}").remote(
-                f"rollout-{i}", train.checkpoint, train_problems, config,
+                f"rollout-{i}", train.checkpoint, [self.problems_ref], config,
                 str(run_dir.resolve() / "rollouts" / f"rollout-{i}"),
             )
             for i in range(train.num_rollout_workers)
@@ -99,6 +103,7 @@ class TrainingLoop:
         loop_state = state.loop if state else {}
         self.clock = _Clock(loop_state.get("elapsed_s", 0.0), loop_state.get("learner_busy_s", 0.0))
         self.tokens_generated = 0
+        self.worker_restarts = int(loop_state.get("worker_restarts", 0))
 
     def run(self) -> dict:
         import ray
@@ -107,7 +112,7 @@ class TrainingLoop:
         from actors.report import write_report
 
         train = self.config.train
-        loops = [w.run.remote(self.buffer) for w in self.workers]
+        self.loops = [w.run.remote(self.buffer) for w in self.workers]
         if train.eval_every and not self.evaluations:
             self._evaluate()
         last: dict[str, Any] = {}
@@ -125,7 +130,7 @@ class TrainingLoop:
                 bar.update(1)
         for worker in self.workers:
             worker.stop.remote()
-        ray.get(loops)  # groups being generated finish and are buffered: the last checkpoint keeps them
+        ray.get(self.loops)  # groups being generated finish and are buffered: the last checkpoint keeps them
         checkpoint = self._checkpoint()
         final = ray.get([rank.save.remote(str(self.run_dir / "final")) for rank in self.learners])[0]
         (self.run_dir / "eval.json").write_text(json.dumps(self.evaluations, indent=2) + "\n")
@@ -148,6 +153,7 @@ class TrainingLoop:
 
         wait_start = time.perf_counter()
         while (batch := ray.get(self.buffer.take_batch.remote(self.version))) is None:
+            self._restart_dead_workers()
             time.sleep(0.05)
         step_start = time.perf_counter()
         handles = [entry.handle for entry in batch]
@@ -156,11 +162,12 @@ class TrainingLoop:
         self.version = int(stats["version"])
         weights = self._weights()
         sync_start = time.perf_counter()
-        ray.get([w.update_weights.remote(weights, self.version) for w in self.workers]
-                + [self.buffer.set_version.remote(self.version)])  # fmt: skip
+        ray.get(self.buffer.set_version.remote(self.version))
+        self._call_workers("update_weights", weights, self.version)
         sync_end = time.perf_counter()
         self.clock.add_busy(sync_start - step_start)
-        worker_stats = ray.get([w.stats.remote() for w in self.workers])
+        self._restart_dead_workers()
+        worker_stats = [s for s in self._call_workers("stats") if s is not None] or [{"tokens_generated": 0, "idle_ratio": 1.0}]
         buffer_metrics = ray.get(self.buffer.metrics.remote())
         tokens_now = sum(s["tokens_generated"] for s in worker_stats)
         generated, self.tokens_generated = max(tokens_now - self.tokens_generated, 0), tokens_now
@@ -178,8 +185,50 @@ class TrainingLoop:
             "learner_idle_ratio": round(self.clock.learner_idle_ratio(), 3),
             "buffer": {k: buffer_metrics[k] for k in ("admitted", "consumed", "dropped", "in_flight", "buffered")},
             "dropped_by_reason": buffer_metrics["dropped_by_reason"],
+            "worker_restarts": self.worker_restarts,
             "consumed": consumed,
         }
+
+    def _call_workers(self, method: str, *args: Any) -> list:
+        """Call `method` on every rollout worker; None for a worker that is dead or restarting
+        (`_restart_dead_workers` catches it up)."""
+        import ray
+
+        refs = [getattr(w, method).remote(*args) for w in self.workers]
+        results = []
+        for ref in refs:
+            try:
+                results.append(ray.get(ref))
+            except WORKER_GONE:
+                results.append(None)
+        return results
+
+    def _restart_dead_workers(self) -> None:
+        """A rollout worker whose loop ended with an error died (Ray restarts the actor): its
+        incomplete groups are dropped as "worker_died" (complete ones stay: the buffer owns
+        their data), it gets the current weights, and its loop starts again."""
+        import ray
+
+        ended, _ = ray.wait(self.loops, num_returns=len(self.loops), timeout=0)
+        for ref in ended:
+            i = self.loops.index(ref)
+            try:
+                ray.get(ref)
+                continue  # a loop that returned normally (only after stop)
+            except WORKER_GONE:
+                pass
+            ray.get(self.buffer.abort_worker.remote(f"rollout-{i}", "worker_died"))
+            self.worker_restarts += 1
+            weights, deadline = self._weights(), time.monotonic() + WORKER_RESTART_S
+            while True:  # calls fail while Ray is restarting the actor
+                try:
+                    ray.get(self.workers[i].update_weights.remote(weights, self.version))
+                    break
+                except WORKER_GONE:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            self.loops[i] = self.workers[i].run.remote(self.buffer)
 
     def _weights(self):
         """A reference to rank 0's weights (every rank is asked: under FSDP2 they gather together)."""
@@ -188,8 +237,13 @@ class TrainingLoop:
     def _evaluate(self) -> float:
         import ray
 
-        self.evaluations.append({"step": self.version, **ray.get(self.workers[0].evaluate.remote(self.held_out))})
-        return self.evaluations[-1]["accuracy"]
+        try:
+            result = ray.get(self.workers[0].evaluate.remote(self.held_out))
+        except WORKER_GONE:  # the worker died during the evaluation: once more on the restarted one
+            self._restart_dead_workers()
+            result = ray.get(self.workers[0].evaluate.remote(self.held_out))
+        self.evaluations.append({"step": self.version, **result})
+        return result["accuracy"]
 
     def _checkpoint(self) -> Path:
         """Snapshot the buffer (state and buffered episodes' rows) and the learner into step-N."""
@@ -205,11 +259,16 @@ class TrainingLoop:
         refs = {id_list[0].hex(): id_list[0] for id_list, _ in handles.values()}
         episodes = pa.Table.from_batches(ray.get(list(refs.values()))) if refs else THREAD_SCHEMA.empty_table()
         assert ray.get(learner_saved) == [self.version] * len(self.learners)
-        loop = {"evaluations": self.evaluations, "elapsed_s": self.clock.elapsed(), "learner_busy_s": self.clock.busy}
+        loop = {"evaluations": self.evaluations, "elapsed_s": self.clock.elapsed(), "learner_busy_s": self.clock.busy,
+                "worker_restarts": self.worker_restarts}  # fmt: skip
         episode_ids = {key: episode_id for key, (_, episode_id) in handles.items()}
         state = LoopCheckpoint(self.version, buffer_state, episode_ids, episodes, loop)
         return run_checkpoint.commit(tmp, checkpoints, state, self.config.train.keep_checkpoints)
 
+
+# A rollout worker that died (RayActorError) or is being restarted (ActorUnavailableError).
+WORKER_GONE: tuple[type[Exception], ...] = (ray_exceptions.RayActorError, ray_exceptions.ActorUnavailableError)
+WORKER_RESTART_S = 300.0  # how long a restarted worker may take to come back
 
 # Learner figures copied into each step's metrics.
 STEP_STATS = ("loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "updates", "token_staleness", "tokens")

@@ -27,7 +27,8 @@ learner step, k = `group_size` samples of one problem:
 - **Abort drops the whole group** (`abort(ticket, reason)`): its buffered siblings and
   its in-flight slots are counted as dropped with `reason`; the slots return to the
   capacity, and the ticket is closed (later `put`s on it are errors). Nothing is
-  re-issued: the worker simply asks for a new ticket.
+  re-issued: the worker simply asks for a new ticket. `abort_worker` does this for every
+  incomplete group of a worker that died.
 - **Conservation**: admitted == consumed + dropped + in_flight + buffered, asserted after
   every operation.
 
@@ -172,6 +173,15 @@ class StreamBuffer:
         self._open_group(ticket)
         self._drop_group(ticket.ticket_id, reason)
         self._check()
+
+    def abort_worker(self, worker_id: Hashable, reason: str) -> int:
+        """Drop every incomplete group of `worker_id` (it died: its groups in flight will never
+        be finished); complete groups stay. Returns the episodes dropped."""
+        doomed = [t for t, g in self._groups.items() if g.ticket.worker_id == worker_id and not g.complete]
+        for ticket_id in doomed:
+            self._drop_group(ticket_id, reason)
+        self._check()
+        return len(doomed) * self.group_size
 
     # ---- versions and episodes out ---------------------------------------------------
     def set_version(self, version: int) -> None:

@@ -284,3 +284,19 @@ class BufferMachine(RuleBasedStateMachine):
 
 BufferMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestBufferMachine = BufferMachine.TestCase
+
+
+def test_a_dead_workers_incomplete_groups_are_dropped_and_its_complete_ones_kept():
+    buf = StreamBuffer(max_staleness=3, batch_size=2, group_size=2)  # room for 4 groups
+    done, half, empty, other = buf.try_admit("w0"), buf.try_admit("w0"), buf.try_admit("w0"), buf.try_admit("w1")
+    for i in range(2):
+        buf.put(done, f"d{i}", meta(done, i))
+    buf.put(half, "h0", meta(half, 0))
+    # half (1 buffered + 1 in flight) and empty (2 in flight) go; done and w1's ticket stay.
+    assert buf.abort_worker("w0", "worker_died") == 4
+    m = buf.metrics()
+    assert m["dropped_by_reason"] == {"worker_died": 4} and m["buffered"] == 2 and m["in_flight"] == 2
+    assert [e.handle for e in buf.take_batch(0)] == ["d0", "d1"]
+    with pytest.raises(StreamBufferError, match="closed"):
+        buf.put(half, "h1", meta(half, 1))
+    buf.put(other, "o0", meta(other, 0))
