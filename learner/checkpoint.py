@@ -4,13 +4,13 @@ A checkpoint directory is a Hugging Face model directory (config.json, model.saf
 tokenizer files, loadable offline by AutoModelForCausalLM) plus `trainer_state.pt`
 (optimizer states, step, data cursor, RNG states) and `trained_problems.json` (the keys,
 sorted numbers + target, of the problems the model was trained on, which evaluation
-uses to tell seen from unseen problems). It is written under a temporary name and
+uses to tell seen from unseen problems), with a manifest of every file's size and SHA-256
+(learner/manifest.py) that `load_model` checks. It is written under a temporary name and
 renamed into place, so a crash never leaves a half-written checkpoint behind.
 """
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from learner.manifest import commit_directory, temporary_directory
 from learner.models import CheckpointError, save_model
 
 TRAINER_STATE = "trainer_state.pt"
@@ -32,18 +33,13 @@ def save_checkpoint(
     trainer_state: dict[str, Any] | None,
     trained_keys: list | None,
 ) -> Path:
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temporary_directory(directory)
     save_model(model, tokenizer, tmp)
     if trainer_state is not None:
         torch.save(trainer_state, tmp / TRAINER_STATE)
     if trained_keys is not None:
         (tmp / TRAINED_PROBLEMS).write_text(json.dumps(trained_keys))
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    return directory
+    return commit_directory(tmp, directory)
 
 
 def load_trainer_state(directory: str | Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from transformers import PreTrainedTokenizerBase
 
+from learner.manifest import MANIFEST, ManifestError, verify_manifest
 from learner.presets import PRESETS, ModelConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -61,10 +62,16 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, direc
 
 
 def load_model(directory: str | Path, dtype: str = "float32") -> PreTrainedModel:
-    """Load a local Hugging Face causal LM checkpoint, offline."""
+    """Load a local Hugging Face causal LM checkpoint, offline; a treadle checkpoint's
+    manifest is verified first."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise CheckpointError(f"{directory}: not a model checkpoint (no config.json)")
+    if (directory / MANIFEST).is_file():  # treadle wrote it: refuse missing, truncated or corrupt files
+        try:
+            verify_manifest(directory)
+        except ManifestError as e:
+            raise CheckpointError(str(e)) from None
     try:
         return AutoModelForCausalLM.from_pretrained(
             str(directory), dtype=DTYPES[dtype], local_files_only=True

@@ -71,6 +71,18 @@ def test_loading_a_non_checkpoint_names_the_directory(tmp_path):
         load_model(tmp_path)
 
 
+def test_a_truncated_checkpoint_is_refused_naming_the_file(tokenizer, tmp_path):
+    from learner.checkpoint import save_checkpoint
+
+    directory = save_checkpoint(tmp_path / "ckpt", init_model(ModelConfig(), tokenizer), tokenizer, {"step": 1}, None)
+    assert (directory / "manifest.json").is_file() and not list(tmp_path.glob(".*"))  # no temporary left
+    load_model(directory)
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: \d+ bytes, the manifest says \d+"):
+        load_model(directory)
+
+
 def test_model_init_command(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "actors.cli", "model", "init", "--config", "configs/countdown-3.yaml",
