@@ -1,6 +1,8 @@
 """Problem generation: APR's ranges, solvability, distinct keys, no val in train, determinism."""
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from reasoning.countdown.config import CountdownConfig
@@ -97,3 +99,26 @@ def test_not_parquet(tmp_path):
     (tmp_path / "x.parquet").write_text("hello")
     with pytest.raises(ProblemFileError, match="not a readable Parquet file"):
         read_problems(tmp_path / "x.parquet")
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        ({"id": ["a"], "numbers": [[1, 2]], "target": ["three"]}, "row 0.*target"),
+        ({"id": ["a", "a"], "numbers": [[1, 2], [3, 4]], "target": [3, 7]}, "row 1: duplicate id 'a'"),
+        ({"id": pa.array([], pa.string()), "numbers": pa.array([], pa.list_(pa.int64())), "target": pa.array([], pa.int64())}, "holds no problems"),
+    ],
+    ids=["wrong-type", "duplicate-ids", "empty"],
+)  # fmt: skip
+def test_bad_parquet_files_name_the_problem(tmp_path, columns, message):
+    pq.write_table(pa.table(columns), tmp_path / "bad.parquet")
+    with pytest.raises(ProblemFileError, match=message):
+        read_problems(tmp_path / "bad.parquet")
+
+
+def test_a_million_rows_are_read_in_bounded_time(tmp_path):
+    n = 1_000_000
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(n)], "numbers": [[1, 2, 3]] * n, "target": [6] * n}),
+                   tmp_path / "big.parquet")  # fmt: skip
+    problems = read_problems(tmp_path / "big.parquet")
+    assert len(problems) == n and problems[-1].id == f"p{n - 1}"
