@@ -15,7 +15,7 @@ holds label token_ids[p + 1], loss mask trainable[p + 1], the behaviour logprob 
 version of output token j = p + 1 - num_prompt_tokens (row columns `logprobs` and
 `versions` are per output token), and the advantage of the thread's episode where the
 mask is on (0 elsewhere). Threads with no trainable token are left out; a thread longer
-than `seq_len` is an error. Pure numpy: no torch, no model.
+than `seq_len` widens the rows of its batch to its length. Pure numpy: no torch, no model.
 """
 from __future__ import annotations
 
@@ -146,11 +146,9 @@ def build_batch(
     index_of = {eid: i for i, eid in enumerate(episode_ids)}
     # Threads of one episode stay together so an episode rarely spans micro-batches.
     threads = sorted((r for r in rows if any(r["trainable"])), key=lambda r: index_of[r["episode_id"]])
-    for row in threads:
-        if len(row["token_ids"]) > seq_len:
-            raise RLBatchError(
-                f"episode {row['episode_id']} thread {row['thread_id']}: {len(row['token_ids'])} tokens > seq_len {seq_len}"
-            )
+    # A thread longer than seq_len (a rare long one the model wrote) widens this batch's
+    # rows to fit it: never truncated, and never a failed step in the middle of a run.
+    seq_len = max([seq_len, *(len(r["token_ids"]) for r in threads)])
     # Per-position arrays of all threads, concatenated: thread i covers [starts[i], starts[i+1]).
     per_thread = [_thread_arrays(r, advantages[index_of[r["episode_id"]]]) for r in threads]
     lengths = [len(r["token_ids"]) for r in threads]

@@ -46,7 +46,8 @@ class RLConfig:
     optimizer: str = field(default="adamw", metadata=one_of("adamw", "muon"))
     """adamw, or muon: torch.optim.Muon for hidden matrices and AdamW for the rest."""
     seq_len: int = field(default=1024, metadata=bounds(ge=16, le=65_536))
-    """Tokens per packed row; a thread longer than this is an error, not truncated."""
+    """Tokens per packed row; a batch with a longer thread widens its rows to fit it (no
+    thread is ever truncated). Shorter rows cost less attention per token."""
     logprob_head: str = field(default="full", metadata=one_of("full", "chunked", "triton"))
     """How the learner gets token logprobs and entropies: from the model's full logits, or
     from hidden states and the LM head in chunks without [tokens, vocab] logits (chunked:

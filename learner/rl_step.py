@@ -2,10 +2,11 @@
 
 `RLLearner.step(rows)` packs the episode rows (learner/rl_batch.py) into micro-batches
 (one forward each), splits them into `rl.mini_batches` groups and makes one optimizer
-update per group, `rl.ppo_epochs` times over; then it bumps `version` once. Each update
-runs the model in fp32 over its micro-batches, computes the decoupled PPO loss
-(learner/ppo_loss.py) over their trained tokens at once, clips the gradient and steps the
-optimizer(s). The Ray actor wraps this class.
+update per group, `rl.ppo_epochs` times over; then it bumps `version` once. An update
+runs each of its micro-batches forward and backward in fp32 (the decoupled PPO loss of
+learner/ppo_loss.py, every token weighted by its share of the update's normalized
+loss, so the micro-batches' gradients add up to the update's), then clips the gradient
+and steps the optimizer(s). The Ray actor wraps this class.
 
 Proximal policy: AReaL's pi_prox is the learner's weights before the step's first update.
 With a single update per step the forward runs with exactly those weights, so the
@@ -16,9 +17,8 @@ min(pi_prox / pi_behav, cap) corrects for tokens sampled by older versions.
 
 Data parallelism: several ranks share each update's micro-batches, balanced by tokens,
 with per-token loss weights that hold the global normalization and summed gradients
-(learner/data_parallel.py). Not covered: learning-rate schedules. An update's micro-batches keep
-their graphs until its backward, so `rows` bounds the attention-mask size of a forward,
-not the activation memory of an update.
+(learner/data_parallel.py), with whole replicas or FSDP2 shards. Not covered:
+learning-rate schedules.
 """
 from __future__ import annotations
 

@@ -86,10 +86,14 @@ def test_parallel_bonus_is_added_to_rewards_before_the_estimator():
         episode_advantages(HAND_ROWS[:3], "dr_grpo", 0.4, {"a": (8, 6)})
 
 
+def test_a_thread_longer_than_seq_len_widens_the_rows_instead_of_failing():
+    long = thread("d", "r", 1.0, list(range(10)), 1, [F] + [T] * 9, [-0.5] * 9, [0] * 9)
+    (mb,) = build_batch([long, HAND_ROWS[3]], estimator="grpo", seq_len=8, rows_per_micro_batch=2).micro_batches
+    assert mb.packed.input_ids.shape == (2, 10)  # 10 wide for this batch; nothing cut
+    assert mb.loss_mask.sum() == 9 + 1
+
+
 def test_bad_rows_are_named_errors():
-    long = thread("d", "r", 1.0, list(range(10)), 1, [F] + [T] * 9, [0.0] * 9, [0] * 9)
-    with pytest.raises(RLBatchError, match="episode d thread 0: 10 tokens > seq_len 8"):
-        build_batch([long], estimator="grpo", seq_len=8, rows_per_micro_batch=1)
     short = thread("e", "r", 1.0, [1, 2, 3], 1, [F, T, T], [-0.1], [0])
     with pytest.raises(RLBatchError, match="episode e thread 0: logprobs"):
         build_batch([short], estimator="grpo", seq_len=8, rows_per_micro_batch=1)
