@@ -15,7 +15,10 @@ metrics of the Ray dashboard (actors/dashboard_metrics.py); every `train.eval_ev
 steps (and after the last) a rollout worker evaluates held-out problems greedily with
 the weights it holds. The loop is checkpointed every `train.checkpoint_every` steps and
 after the last (actors/run_checkpoint.py); `resume` goes on from such a checkpoint with
-the buffered episodes it holds. The final policy is saved to RUN/final.
+the buffered episodes it holds, and so does the driver itself when a learner dies (it
+rebuilds every actor from the newest checkpoint; the steps after it are undone and
+redone). A rollout worker that dies is restarted by Ray and caught up without going
+back. The final policy is saved to RUN/final.
 """
 from __future__ import annotations
 
@@ -54,17 +57,26 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if state is None:
         save_config(config, run_dir)
-    loop = TrainingLoop(config, run_dir, state)
-    try:
-        return loop.run()
-    finally:
-        loop.shutdown()
+    restores = 0
+    while True:
+        loop = TrainingLoop(config, run_dir, state, restores)
+        try:
+            return loop.run()
+        except ray_exceptions.RayActorError as e:  # a learner (or the buffer) died: go back to the last checkpoint
+            restores += 1
+            latest = run_checkpoint.latest_or_none(run_dir)
+            if latest is None or restores > MAX_RESTORES:
+                raise
+            print(f"treadle train: an actor died ({type(e).__name__}); going on from {latest}", file=sys.stderr)
+            state = run_checkpoint.load(latest)
+        finally:
+            loop.shutdown()
 
 
 class TrainingLoop:
     """The actors of one run and the loop over learner steps (see the module doc)."""
 
-    def __init__(self, config: Any, run_dir: Path, state: LoopCheckpoint | None):
+    def __init__(self, config: Any, run_dir: Path, state: LoopCheckpoint | None, restores: int = 0):
         import ray
 
         from actors.actors import BufferActor, LearnerActor, RolloutActor
@@ -104,6 +116,7 @@ class TrainingLoop:
         self.clock = _Clock(loop_state.get("elapsed_s", 0.0), loop_state.get("learner_busy_s", 0.0))
         self.tokens_generated = 0
         self.worker_restarts = int(loop_state.get("worker_restarts", 0))
+        self.restores = restores  # returns to the last checkpoint after a learner died, in this process
 
     def run(self) -> dict:
         import ray
@@ -186,6 +199,7 @@ class TrainingLoop:
             "buffer": {k: buffer_metrics[k] for k in ("admitted", "consumed", "dropped", "in_flight", "buffered")},
             "dropped_by_reason": buffer_metrics["dropped_by_reason"],
             "worker_restarts": self.worker_restarts,
+            "restores": self.restores,
             "consumed": consumed,
         }
 
@@ -269,6 +283,7 @@ class TrainingLoop:
 # A rollout worker that died (RayActorError) or is being restarted (ActorUnavailableError).
 WORKER_GONE: tuple[type[Exception], ...] = (ray_exceptions.RayActorError, ray_exceptions.ActorUnavailableError)
 WORKER_RESTART_S = 300.0  # how long a restarted worker may take to come back
+MAX_RESTORES = 3  # returns to the last checkpoint after a dead learner, per `run_training` call
 
 # Learner figures copied into each step's metrics.
 STEP_STATS = ("loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "updates", "token_staleness", "tokens")

@@ -94,6 +94,10 @@ def load(directory: Path) -> LoopCheckpoint:
     return LoopCheckpoint(int(loop.pop("version")), buffer["state"], episode_ids, episodes, loop, directory)
 
 
+def latest_or_none(run_dir: Path) -> Path | None:
+    return latest_checkpoint(Path(run_dir) / "checkpoints")
+
+
 def latest(run_dir: Path) -> Path:
     """The newest checkpoint of a run directory; a clear error when there is none."""
     checkpoints = Path(run_dir) / "checkpoints"

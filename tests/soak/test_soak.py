@@ -1,0 +1,106 @@
+"""Soak (slow; `make test-slow`): asynchronous training with random rollout-worker kills.
+
+Runs `treadle train` for TREADLE_SOAK_S seconds (default 1800), sends `kill -9` to the
+rollout worker every 2-4 minutes, samples the resident memory of the driver and every
+process under it each minute, then stops the run with SIGINT. Every step's counters must
+balance (admitted = consumed + dropped + in flight + buffered: nothing lost), no episode
+may be trained twice, and the run must have restarted the worker after each kill. The
+figures (episodes admitted, consumed, dropped by reason, lost; memory growth per hour
+over the second half, by a least-squares line) go to RUN/soak.json and are printed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from actors.run_log import read_jsonl
+from tests.e2e.test_faults import descendants, rollout_worker_pid
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def resident_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def slope_per_hour(samples: list[tuple[float, int]]) -> float:
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_m = sum(m for _, m in samples) / n
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    return 0.0 if var == 0 else sum((t - mean_t) * (m - mean_m) for t, m in samples) / var * 3600
+
+
+@pytest.mark.slow
+def test_soak_with_worker_kills(tmp_path):
+    duration = float(os.environ.get("TREADLE_SOAK_S", "1800"))
+    run_dir = Path(os.environ.get("TREADLE_SOAK_DIR", tmp_path / "soak"))
+    rng = random.Random(0)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "train", "configs/countdown-3-rl-apr.yaml", "train.steps=1000000",
+         "train.eval_every=0", "train.checkpoint_every=50", "train.dashboard=false", f"run_dir={run_dir}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    start = time.monotonic()
+    next_kill = start + rng.uniform(120, 240)
+    next_sample = start + 60
+    kills, memory = 0, []
+    try:
+        while time.monotonic() - start < duration:
+            assert driver.poll() is None, "the training run ended by itself"
+            now = time.monotonic()
+            if now >= next_kill and (pid := rollout_worker_pid(driver.pid)) is not None:
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+                next_kill = now + rng.uniform(120, 240)
+            if now >= next_sample:
+                memory.append((now - start, resident_bytes([driver.pid, *descendants(driver.pid)])))
+                next_sample = now + 60
+            time.sleep(1)
+    finally:
+        driver.send_signal(signal.SIGINT)
+        try:
+            driver.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            for pid in [*descendants(driver.pid), driver.pid]:
+                os.kill(pid, signal.SIGKILL)
+
+    steps = read_jsonl(run_dir / "train_metrics.jsonl")
+    for s in steps:
+        b = s["buffer"]
+        assert b["admitted"] == b["consumed"] + b["dropped"] + b["in_flight"] + b["buffered"], s["version"]
+    trained = [e["episode_id"] for line in read_jsonl(run_dir / "consumed.jsonl") for e in line["episodes"]]
+    assert len(trained) == len(set(trained))
+    last = steps[-1]
+    summary = {
+        "seconds": round(duration), "steps": last["version"], "worker_kills": kills,
+        "worker_restarts": last["worker_restarts"], "admitted": last["buffer"]["admitted"],
+        "consumed": last["buffer"]["consumed"], "dropped": last["dropped_by_reason"],
+        "in_flight": last["buffer"]["in_flight"], "buffered": last["buffer"]["buffered"],
+        "lost": last["buffer"]["admitted"] - last["buffer"]["consumed"] - last["buffer"]["dropped"]
+        - last["buffer"]["in_flight"] - last["buffer"]["buffered"],
+        "memory_mb_first": round(memory[0][1] / 2**20) if memory else None,
+        "memory_mb_last": round(memory[-1][1] / 2**20) if memory else None,
+        "memory_growth_mb_per_hour_second_half": round(slope_per_hour(memory[len(memory) // 2 :]) / 2**20, 1)
+        if len(memory) >= 4 else None,
+    }  # fmt: skip
+    (run_dir / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    assert summary["lost"] == 0 and len(trained) == summary["consumed"]
+    assert kills >= 1 and last["worker_restarts"] >= kills - 1  # the last kill may land after the last step
