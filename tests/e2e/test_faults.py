@@ -40,68 +40,24 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def rollout_worker_pid(driver: int) -> int | None:
+def actor_pid(driver: int, actor: str) -> int | None:
+    """The process of the Ray actor class `actor` (e.g. "RolloutActor") under `driver`."""
+    prefix = f"ray::{actor}".encode()
     for pid in descendants(driver):
         try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RolloutActor"):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(prefix):
                 return pid
         except OSError:
             continue
     return None
 
 
-def test_a_killed_rollout_worker_is_restarted_and_no_episode_is_lost(tmp_path):
-    run_dir = tmp_path / "rl"
+def train_and_kill(run_dir: Path, actor: str, *overrides: str) -> tuple[subprocess.Popen, str, str]:
+    """Run a short `treadle train`, `kill -9` the `actor` after its second step, wait for the end."""
     driver = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "train", "configs/countdown-3-rl-apr.yaml", "train.steps=6",
+        [sys.executable, "-m", "actors.cli", "train", "configs/countdown-3-rl-apr.yaml",
          "train.batch_groups=2", "rl.group_size=2", "train.max_new_tokens=96", "train.max_staleness=2",
-         "train.dashboard=false", "train.object_store_mb=200", "train.eval_every=0", f"run_dir={run_dir}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    metrics = run_dir / "train_metrics.jsonl"
-    deadline = time.monotonic() + 240
-    killed = None
-    while time.monotonic() < deadline and driver.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            killed = rollout_worker_pid(driver.pid)
-            if killed is not None:
-                os.kill(killed, signal.SIGKILL)
-                break
-        time.sleep(0.2)
-    assert killed is not None, "the run ended or stalled before the rollout worker could be killed"
-    out, err = driver.communicate(timeout=300)
-    assert driver.returncode == 0, err[-3000:]
-    assert rollout_worker_pid(driver.pid) is None  # everything is shut down
-
-    steps = read_jsonl(metrics)
-    assert [s["version"] for s in steps] == [1, 2, 3, 4, 5, 6]  # training went on
-    assert steps[-1]["worker_restarts"] == 1
-    for s in steps:
-        b = s["buffer"]
-        assert b["admitted"] == b["consumed"] + b["dropped"] + b["in_flight"] + b["buffered"]
-        assert set(s["dropped_by_reason"]) <= {"worker_died", "stale"}
-    trained = [e["episode_id"] for line in read_jsonl(run_dir / "consumed.jsonl") for e in line["episodes"]]
-    assert len(trained) == len(set(trained)) == 24
-    final = json.loads(out.strip().splitlines()[-2])
-    assert final["version"] == 6
-
-
-def learner_pid(driver: int) -> int | None:
-    for pid in descendants(driver):
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::LearnerActor"):
-                return pid
-        except OSError:
-            continue
-    return None
-
-
-def test_a_dead_learner_sends_the_run_back_to_its_last_checkpoint(tmp_path):
-    run_dir = tmp_path / "rl"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "train", "configs/countdown-3-rl-apr.yaml", "train.steps=5",
-         "train.batch_groups=2", "rl.group_size=2", "train.max_new_tokens=96", "train.max_staleness=2",
-         "train.dashboard=false", "train.object_store_mb=200", "train.eval_every=0", "train.checkpoint_every=1",
+         "train.dashboard=false", "train.object_store_mb=200", "train.eval_every=0", *overrides,
          f"run_dir={run_dir}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -110,21 +66,44 @@ def test_a_dead_learner_sends_the_run_back_to_its_last_checkpoint(tmp_path):
     killed = None
     while time.monotonic() < deadline and driver.poll() is None:
         if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            killed = learner_pid(driver.pid)
+            killed = actor_pid(driver.pid, actor)
             if killed is not None:
                 os.kill(killed, signal.SIGKILL)
                 break
         time.sleep(0.2)
-    assert killed is not None, "the run ended or stalled before the learner could be killed"
+    assert killed is not None, f"the run ended or stalled before the {actor} could be killed"
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-3000:]
-    assert "going on from" in err
+    return driver, out, err
 
-    steps = read_jsonl(metrics)
-    assert [s["version"] for s in steps] == [1, 2, 3, 4, 5]  # the undone steps were redone, once each in the log
-    assert steps[-1]["restores"] == 1
-    trained = [e["episode_id"] for line in read_jsonl(run_dir / "consumed.jsonl") for e in line["episodes"]]
-    assert len(trained) == len(set(trained)) == 20
+
+def assert_counted_once(run_dir: Path, versions: list[int], episodes: int) -> list[dict]:
+    """Steps `versions` in the log, balanced counters at each, `episodes` trained once each."""
+    steps = read_jsonl(run_dir / "train_metrics.jsonl")
+    assert [s["version"] for s in steps] == versions
     for s in steps:
         b = s["buffer"]
         assert b["admitted"] == b["consumed"] + b["dropped"] + b["in_flight"] + b["buffered"]
+    trained = [e["episode_id"] for line in read_jsonl(run_dir / "consumed.jsonl") for e in line["episodes"]]
+    assert len(trained) == len(set(trained)) == episodes
+    return steps
+
+
+def test_a_killed_rollout_worker_is_restarted_and_no_episode_is_lost(tmp_path):
+    run_dir = tmp_path / "rl"
+    driver, out, _ = train_and_kill(run_dir, "RolloutActor", "train.steps=6")
+    assert actor_pid(driver.pid, "RolloutActor") is None  # everything is shut down
+    steps = assert_counted_once(run_dir, [1, 2, 3, 4, 5, 6], 24)  # training went on
+    assert steps[-1]["worker_restarts"] == 1
+    assert all(set(s["dropped_by_reason"]) <= {"worker_died", "stale"} for s in steps)
+    final = json.loads(out.strip().splitlines()[-2])
+    assert final["version"] == 6
+
+
+def test_a_dead_learner_sends_the_run_back_to_its_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "rl"
+    _, _, err = train_and_kill(run_dir, "LearnerActor", "train.steps=5", "train.checkpoint_every=1")
+    assert "going on from" in err
+    # The undone steps were redone, once each in the log.
+    steps = assert_counted_once(run_dir, [1, 2, 3, 4, 5], 20)
+    assert steps[-1]["restores"] == 1

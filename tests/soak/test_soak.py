@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from actors.run_log import read_jsonl
-from tests.e2e.test_faults import descendants, rollout_worker_pid
+from tests.e2e.test_faults import actor_pid, descendants
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ def test_soak_with_worker_kills(tmp_path):
         while time.monotonic() - start < duration:
             assert driver.poll() is None, "the training run ended by itself"
             now = time.monotonic()
-            if now >= next_kill and (pid := rollout_worker_pid(driver.pid)) is not None:
+            if now >= next_kill and (pid := actor_pid(driver.pid, "RolloutActor")) is not None:
                 os.kill(pid, signal.SIGKILL)
                 kills += 1
                 next_kill = now + rng.uniform(120, 240)
