@@ -34,18 +34,20 @@ def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
         return {name: t.detach() for name, t in source.state_dict().items()}
     from safetensors.torch import load_file
 
-    directory = Path(source)
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in safetensors_shards(Path(source)):
+        tensors.update(load_file(str(shard), device="cpu"))
+    return tensors
+
+
+def safetensors_shards(directory: Path) -> list[Path]:
+    """The safetensors files of a Hugging Face checkpoint (one, or the shards its index names)."""
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (directory / "model.safetensors").is_file():
-        shards = ["model.safetensors"]
-    else:
-        raise UnsupportedModel(f"{directory}: no model.safetensors (or sharded index) to load")
-    tensors: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        tensors.update(load_file(str(directory / shard), device="cpu"))
-    return tensors
+        return [directory / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    if (directory / "model.safetensors").is_file():
+        return [directory / "model.safetensors"]
+    raise UnsupportedModel(f"{directory}: no model.safetensors (or sharded index) to load")
 
 
 def eos_token_ids(config: PretrainedConfig) -> tuple[int, ...]:

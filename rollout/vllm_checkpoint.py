@@ -10,7 +10,6 @@ be sent as `lm_head.weight` (vLLM's loader skips it, the embedding is the head).
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -22,8 +21,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from rollout.checkpoint import eos_token_ids, plan_weight_update, read_config
-from rollout.errors import UnsupportedModel
+from rollout.checkpoint import eos_token_ids, plan_weight_update, read_config, safetensors_shards
 
 
 @dataclass
@@ -77,16 +75,9 @@ def _read(directory: Path, temporary: bool) -> Checkpoint:
 def _parameter_shapes(directory: Path) -> dict[str, tuple[int, ...]]:
     from safetensors import safe_open
 
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (directory / "model.safetensors").is_file():
-        shards = ["model.safetensors"]
-    else:
-        raise UnsupportedModel(f"{directory}: no model.safetensors (or sharded index) to load")
     shapes: dict[str, tuple[int, ...]] = {}
-    for shard in shards:
-        with safe_open(str(directory / shard), framework="pt") as f:
+    for shard in safetensors_shards(directory):
+        with safe_open(str(shard), framework="pt") as f:
             for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                 shapes[name] = tuple(f.get_slice(name).get_shape())
     return shapes
