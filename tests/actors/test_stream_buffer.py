@@ -297,6 +297,7 @@ def test_a_dead_workers_incomplete_groups_are_dropped_and_its_complete_ones_kept
     m = buf.metrics()
     assert m["dropped_by_reason"] == {"worker_died": 4} and m["buffered"] == 2 and m["in_flight"] == 2
     assert [e.handle for e in buf.take_batch(0)] == ["d0", "d1"]
-    with pytest.raises(StreamBufferError, match="closed"):
-        buf.put(half, "h1", meta(half, 1))
+    for ticket in (half, empty):
+        with pytest.raises(StreamBufferError, match="closed"):
+            buf.put(ticket, "late", meta(ticket, 1))
     buf.put(other, "o0", meta(other, 0))

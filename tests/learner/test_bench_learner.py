@@ -53,15 +53,6 @@ def test_packed_and_padded_micro_batches_hold_the_same_threads():
     assert int((padded[0]["labels"] != -100).sum()) == 29 + 199 + 24
 
 
-@pytest.fixture
-def keep_torch_threads():
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_shrunken_run_prints_a_table_then_one_json_line(monkeypatch, capsys, keep_torch_threads):
     monkeypatch.setattr(bench_learner, "PARENT_LENGTHS", (100, 150))
     monkeypatch.setattr(bench_learner, "CHILD_LENGTHS", (10, 30))

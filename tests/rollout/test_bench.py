@@ -31,15 +31,6 @@ def test_the_command_parses_as_designed():
         parse(["bench", "nonsense"])
 
 
-@pytest.fixture
-def keep_torch_threads():
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_shrunken_run_prints_a_table_then_one_json_line(monkeypatch, capsys, keep_torch_threads):
     for name, value in dict(BATCH=4, PROMPT_LEN=8, NEW_TOKENS=6, FORK_PREFIX=32, FORK_CHILDREN=2, FORK_NEW_TOKENS=8).items():
         monkeypatch.setattr(bench_engine, name, value)
