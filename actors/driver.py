@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import exceptions as ray_exceptions
 
 from actors import run_checkpoint
@@ -77,8 +78,6 @@ class TrainingLoop:
     """The actors of one run and the loop over learner steps (see the module doc)."""
 
     def __init__(self, config: Any, run_dir: Path, state: LoopCheckpoint | None, restores: int = 0):
-        import ray
-
         from actors.actors import BufferActor, LearnerActor, RolloutActor
         from actors.dashboard_metrics import DashboardMetrics
         from actors.ray_setup import start_ray
@@ -119,7 +118,6 @@ class TrainingLoop:
         self.restores = restores  # returns to the last checkpoint after a learner died, in this process
 
     def run(self) -> dict:
-        import ray
         from tqdm import tqdm
 
         from actors.report import write_report
@@ -153,8 +151,6 @@ class TrainingLoop:
 
     def shutdown(self) -> None:
         """Close the logs and free the actor names and CPUs (for another run in this process)."""
-        import ray
-
         self.log.close()
         for actor in [*self.workers, self.buffer, *self.learners]:
             ray.kill(actor)
@@ -162,8 +158,6 @@ class TrainingLoop:
     def _step(self) -> dict[str, Any]:
         """Wait for a batch, update, publish the weights; the step's metrics (and its ledger
         entries under "consumed")."""
-        import ray
-
         wait_start = time.perf_counter()
         while (batch := ray.get(self.buffer.take_batch.remote(self.version))) is None:
             self._restart_dead_workers()
@@ -206,8 +200,6 @@ class TrainingLoop:
     def _call_workers(self, method: str, *args: Any) -> list:
         """Call `method` on every rollout worker; None for a worker that is dead or restarting
         (`_restart_dead_workers` catches it up)."""
-        import ray
-
         refs = [getattr(w, method).remote(*args) for w in self.workers]
         results = []
         for ref in refs:
@@ -221,8 +213,6 @@ class TrainingLoop:
         """A rollout worker whose loop ended with an error died (Ray restarts the actor): its
         incomplete groups are dropped as "worker_died" (complete ones stay: the buffer owns
         their data), it gets the current weights, and its loop starts again."""
-        import ray
-
         ended, _ = ray.wait(self.loops, num_returns=len(self.loops), timeout=0)
         for ref in ended:
             i = self.loops.index(ref)
@@ -249,8 +239,6 @@ class TrainingLoop:
         return [rank.weights.remote() for rank in self.learners][0]
 
     def _evaluate(self) -> float:
-        import ray
-
         try:
             result = ray.get(self.workers[0].evaluate.remote(self.held_out))
         except WORKER_GONE:  # the worker died during the evaluation: once more on the restarted one
@@ -262,7 +250,6 @@ class TrainingLoop:
     def _checkpoint(self) -> Path:
         """Snapshot the buffer (state and buffered episodes' rows) and the learner into step-N."""
         import pyarrow as pa
-        import ray
 
         from reasoning.episode_table import THREAD_SCHEMA
 
@@ -292,8 +279,6 @@ STEP_STATS = ("loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_stal
 def _start_learners(actor_class: Any, checkpoint: str, rl: Any, num_learners: int) -> list:
     """The learner ranks; with more than one they rendezvous on a free port of 127.0.0.1."""
     import socket
-
-    import ray
 
     if num_learners == 1:
         return [actor_class.options(name="treadle-learner").remote(checkpoint, rl)]
@@ -336,8 +321,6 @@ def _ledger_entry(entry: Any, learner_version: int) -> dict[str, Any]:
 
 def _put_buffered_episodes(state: LoopCheckpoint) -> dict:
     """Each restored group's rows go back into the object store; handles as the workers make them."""
-    import ray
-
     handles = {}
     for ticket, (table, ids) in run_checkpoint.group_tables(state).items():
         ref = ray.put(table.combine_chunks().to_batches()[0])
