@@ -16,6 +16,7 @@ import pytest
 import ray
 import torch
 
+from actors.ray_setup import keep_ray_on_loopback
 from configs.typed import build
 from learner.models import load_model
 from learner.rl_config import RLConfig
@@ -46,6 +47,7 @@ def rows() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def ray_session():
+    keep_ray_on_loopback()
     ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False,
              _node_ip_address="127.0.0.1", log_to_driver=False)  # fmt: skip
     yield

@@ -2,7 +2,8 @@
 
 Starts `ray start --head` on loopback with its own ports, submits a short `treadle train`
 job with `--working-dir .`, reads the node's Prometheus endpoint over HTTP until the
-`treadle_` gauges appear, waits for the job to succeed, and stops the head node.
+`treadle_` gauges appear, checks that every process of the node (the job's actors among
+them) listens on loopback only, waits for the job to succeed, and stops the head node.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.processes import command_line, descendants, is_loopback, listening
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -33,21 +36,20 @@ def ray_cli(*args: str, env: dict, timeout: float = 120) -> subprocess.Completed
     return subprocess.run([str(BIN / "ray"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def head_pids(temp_dir: str) -> list[int]:
+    """This head node's processes: those whose command lines name its temp dir, and theirs."""
+    roots = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if temp_dir in command_line(pid)]
+    return sorted({pid for root in roots for pid in [root, *descendants(root)]} - {os.getpid()})
+
+
 def stop_head(temp_dir: str) -> None:
-    """Kill only this head node's processes (their command lines name its temp dir):
-    `ray stop` would also stop every other Ray on the machine, e.g. a training run."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    """Kill only this head node's processes: `ray stop` would also stop every other Ray on
+    the machine, e.g. a training run."""
+    for pid in head_pids(temp_dir):
         try:
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if temp_dir in cmdline and int(proc.name) != os.getpid():
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture()
@@ -70,14 +72,14 @@ def head_node(tmp_path):
     # The job client authenticates with the cluster's token (Ray's token auth stays on).
     client_env = {**env, "RAY_AUTH_MODE": "token"}
     try:
-        yield ports, client_env
+        yield ports, client_env, temp_dir
     finally:
         stop_head(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_job_submit_runs_training_and_serves_metrics(head_node, tmp_path):
-    ports, env = head_node
+    ports, env, temp_dir = head_node
     address = f"http://127.0.0.1:{ports['dashboard']}"
     run_dir = tmp_path / "job"
     for _ in range(30):  # the dashboard agent may take a while to come up on a busy machine
@@ -94,6 +96,7 @@ def test_job_submit_runs_training_and_serves_metrics(head_node, tmp_path):
     job_id = next(w.strip("'") for w in submitted.stdout.split() if w.strip("'").startswith("raysubmit_"))
     metrics_url = f"http://127.0.0.1:{ports['metrics']}/metrics"
     seen: set[str] = set()
+    wide: list | None = None  # the head node's sockets beyond loopback, read once the job runs
     status = ""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -102,6 +105,10 @@ def test_job_submit_runs_training_and_serves_metrics(head_node, tmp_path):
             seen |= {line.split("{")[0] for line in text.splitlines() if line.startswith("ray_treadle_")}
         except OSError:
             pass
+        if seen and wide is None:  # the job's actors are up: every process of the node listens
+            sockets = listening(head_pids(temp_dir))
+            assert len(sockets) >= 8, sockets
+            wide = [(command_line(pid)[:60], address, port) for pid, address, port in sockets if not is_loopback(address)]
         status = ray_cli("job", "status", f"--address={address}", job_id, env=env).stdout.lower()
         if any(word in status for word in ("succeeded", "failed", "stopped")):
             break
@@ -118,3 +125,4 @@ def test_job_submit_runs_training_and_serves_metrics(head_node, tmp_path):
         "ray_treadle_batch_accuracy",
     }  # fmt: skip
     assert expected <= seen, sorted(expected - seen)
+    assert wide == [], f"the head node listens beyond loopback: {wide}"

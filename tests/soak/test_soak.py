@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from actors.run_log import read_jsonl
-from tests.e2e.test_faults import actor_pid, descendants
+from tests.e2e.processes import actor_pid, descendants
 
 REPO = Path(__file__).resolve().parents[2]
 
