@@ -1,6 +1,7 @@
 """The Ray actors: thin wrappers around the plain classes that do the work.
 
-- `BufferActor` (num_cpus=0) wraps StreamBuffer (actors/stream_buffer.py).
+- `BufferActor` (num_cpus=0, async) wraps StreamBuffer (actors/stream_buffer.py); workers
+  asking for a ticket and the driver asking for a batch wait in it (actors/waiting_buffer.py).
 - `RolloutActor` (num_cpus=1, async, restarted by Ray if it dies) wraps RolloutCore (actors/rollout_core.py) around a
   paged engine; its `run` loop asks the buffer for a ticket, generates a group, appends
   the group's Arrow record batch to the worker's Parquet rollout log
@@ -23,35 +24,40 @@ import ray
 from actors.idle_clock import IdleClock
 from actors.rollout_log import RolloutLog
 
+ADMIT_WAIT_S = 1.0  # how long a worker's request for a ticket waits before it looks at `running` again
+
 
 @ray.remote(num_cpus=0)
 class BufferActor:
+    """An async actor: requests for a ticket or a batch wait in it (actors/waiting_buffer.py)."""
+
     def __init__(self, max_staleness: int, batch_size: int, group_size: int):
         from actors.stream_buffer import StreamBuffer
+        from actors.waiting_buffer import WaitingBuffer
 
         self.buffer = StreamBuffer(max_staleness=max_staleness, batch_size=batch_size, group_size=group_size)
+        self.waiting = WaitingBuffer(self.buffer)
 
-    def try_admit(self, worker_id: str):
-        return self.buffer.try_admit(worker_id)
+    async def admit(self, worker_id: str, timeout_s: float):
+        return await self.waiting.admit(worker_id, timeout_s)
 
-    def put_group(self, ticket, batch, metas: list) -> None:
+    async def take_batch(self, learner_version: int, timeout_s: float):
+        return await self.waiting.take_batch(learner_version, timeout_s)
+
+    async def put_group(self, ticket, batch, metas: list) -> None:
         """A finished group: its Arrow batch goes into the object store from here, so the
         buffer actor owns it and the episodes outlive the worker that made them."""
         ref = ray.put(batch)
-        for episode_id, meta in metas:
-            self.buffer.put(ticket, ([ref], episode_id), meta)
+        await self.waiting.put(ticket, [(([ref], episode_id), meta) for episode_id, meta in metas])
 
-    def abort(self, ticket, reason: str) -> None:
-        self.buffer.abort(ticket, reason)
+    async def abort(self, ticket, reason: str) -> None:
+        await self.waiting.abort(ticket, reason)
 
-    def abort_worker(self, worker_id: str, reason: str) -> int:
-        return self.buffer.abort_worker(worker_id, reason)
+    async def abort_worker(self, worker_id: str, reason: str) -> int:
+        return await self.waiting.abort_worker(worker_id, reason)
 
-    def take_batch(self, learner_version: int):
-        return self.buffer.take_batch(learner_version)
-
-    def set_version(self, version: int) -> None:
-        self.buffer.set_version(version)
+    async def set_version(self, version: int) -> None:
+        await self.waiting.set_version(version)
 
     def metrics(self) -> dict:
         return self.buffer.metrics()
@@ -60,8 +66,8 @@ class BufferActor:
         """The buffer's state and the handles of the episodes a checkpoint must keep, at one instant."""
         return self.buffer.state_dict(), self.buffer.buffered_handles()
 
-    def load_state(self, state: dict, handles: dict) -> dict:
-        self.buffer.load_state_dict(state, handles)
+    async def load_state(self, state: dict, handles: dict) -> dict:
+        await self.waiting.load_state(state, handles)
         return self.buffer.metrics()
 
 
@@ -128,9 +134,8 @@ class RolloutActor:
         from reasoning.countdown.problems import Problem
 
         while self.running:
-            ticket = await buffer.try_admit.remote(self.worker_id)
+            ticket = await buffer.admit.remote(self.worker_id, ADMIT_WAIT_S)
             if ticket is None:
-                await asyncio.sleep(0.02)
                 continue
             # Group g samples problem g (mod the set): the buffer's ticket cursor is the data
             # cursor, so a resumed run goes on where the checkpoint stopped. One id per

@@ -1,12 +1,16 @@
 """Soak (slow; `make test-slow`): asynchronous training with random rollout-worker kills.
 
 Runs `treadle train` for TREADLE_SOAK_S seconds (default 1800), sends `kill -9` to the
-rollout worker every 2-4 minutes, samples the resident memory of the driver and every
-process under it each minute, then stops the run with SIGINT. Every step's counters must
+rollout worker every 2-4 minutes, samples the memory of the driver and every process
+under it each minute, then stops the run with SIGINT. Memory is the proportional set
+size (PSS): pages shared between processes, such as the object store that every Ray
+process maps, count once in all, not once per process as in the sum of their resident
+sizes. Each sample, by process name, goes to RUN/soak_memory.jsonl. Every step's counters must
 balance (admitted = consumed + dropped + in flight + buffered: nothing lost), no episode
 may be trained twice, and the run must have restarted the worker after each kill. The
 figures (episodes admitted, consumed, dropped by reason, lost; memory growth per hour
-over the second half, by a least-squares line) go to RUN/soak.json and are printed.
+over the second half, by a least-squares line, in all and for the processes that grew
+most) go to RUN/soak.json and are printed.
 """
 from __future__ import annotations
 
@@ -22,21 +26,28 @@ from pathlib import Path
 import pytest
 
 from actors.run_log import read_jsonl
-from tests.e2e.processes import actor_pid, descendants
+from tests.e2e.processes import actor_pid, descendants, process_name
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def resident_bytes(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
+def proportional_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def memory_by_process(root: int) -> dict[str, int]:
+    """PSS bytes of `root` and every process under it, summed by process name."""
+    out: dict[str, int] = {}
+    for pid in [root, *descendants(root)]:
+        name = "driver" if pid == root else process_name(pid)
+        out[name] = out.get(name, 0) + proportional_bytes(pid)
+    return out
 
 
 def slope_per_hour(samples: list[tuple[float, int]]) -> float:
@@ -45,6 +56,15 @@ def slope_per_hour(samples: list[tuple[float, int]]) -> float:
     mean_m = sum(m for _, m in samples) / n
     var = sum((t - mean_t) ** 2 for t, _ in samples)
     return 0.0 if var == 0 else sum((t - mean_t) * (m - mean_m) for t, m in samples) / var * 3600
+
+
+def growth_by_process(samples: list[tuple[float, dict[str, int]]], top: int = 6) -> dict[str, float]:
+    """The processes whose memory grew fastest (MB an hour, least squares)."""
+    if len(samples) < 2:
+        return {}
+    names = {name for _, sample in samples for name in sample}
+    growth = {name: slope_per_hour([(t, sample.get(name, 0)) for t, sample in samples]) / 2**20 for name in names}
+    return {name: round(g, 1) for name, g in sorted(growth.items(), key=lambda kv: -abs(kv[1]))[:top]}
 
 
 @pytest.mark.slow
@@ -60,7 +80,7 @@ def test_soak_with_worker_kills(tmp_path):
     start = time.monotonic()
     next_kill = start + rng.uniform(120, 240)
     next_sample = start + 60
-    kills, memory = 0, []
+    kills, memory, by_process = 0, [], []
     try:
         while time.monotonic() - start < duration:
             assert driver.poll() is None, "the training run ended by itself"
@@ -70,7 +90,9 @@ def test_soak_with_worker_kills(tmp_path):
                 kills += 1
                 next_kill = now + rng.uniform(120, 240)
             if now >= next_sample:
-                memory.append((now - start, resident_bytes([driver.pid, *descendants(driver.pid)])))
+                sample = memory_by_process(driver.pid)
+                memory.append((now - start, sum(sample.values())))
+                by_process.append((now - start, sample))
                 next_sample = now + 60
             time.sleep(1)
     finally:
@@ -100,6 +122,10 @@ def test_soak_with_worker_kills(tmp_path):
         "memory_growth_mb_per_hour_second_half": round(slope_per_hour(memory[len(memory) // 2 :]) / 2**20, 1)
         if len(memory) >= 4 else None,
     }  # fmt: skip
+    with (run_dir / "soak_memory.jsonl").open("w") as f:
+        for t, sample in by_process:
+            f.write(json.dumps({"t": round(t), "pss_mb": {k: round(v / 2**20, 1) for k, v in sample.items()}}) + "\n")
+    summary["growth_mb_per_hour_by_process"] = growth_by_process(by_process[len(by_process) // 2 :])
     (run_dir / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     assert summary["lost"] == 0 and len(trained) == summary["consumed"]
