@@ -7,8 +7,11 @@ may only generate the next batch after the learner published the weights the bat
 be trained against, so rollout and learning alternate; at eta = 2 the worker runs up to
 two versions ahead and the two overlap.
 
-samples/s = episodes trained / wall time of the learner steps (from the first wait for a
-batch to the last weight publication; the initial and final evaluations are outside it).
+samples/s = episodes trained / wall time of the loop (from the start of generation, after
+the initial evaluation, to the last weight publication; the final evaluation is outside
+it). Both runs go without the Ray dashboard (`train.dashboard=false`, unless an override
+says otherwise): its processes would take CPU from the two actors that work, and the
+synchronous run, which leaves a core idle, would hide that cost.
 Final accuracy is greedy, on `--eval-problems` held-out problems, after the last step.
 `max_token_staleness` is the largest version lag of any trained token of the async run
 (it must not exceed 2). Each run keeps its directory (metrics, ledger, checkpoints).
@@ -53,7 +56,7 @@ def run(config_path: str, overrides: list[str], steps: int, eta: int, eval_probl
     for name, staleness in (("sync", 0), ("async", eta)):
         run_dir = out / name
         config = load_config(config_path, [
-            *overrides, f"train.steps={steps}", f"train.max_staleness={staleness}", f"train.eval_every={steps}",
+            "train.dashboard=false", *overrides, f"train.steps={steps}", f"train.max_staleness={staleness}", f"train.eval_every={steps}",
             f"train.eval_problems={eval_problems}", "train.checkpoint_every=0", f"run_dir={run_dir}",
         ])  # fmt: skip
         result = run_training(config, run_dir)

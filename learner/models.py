@@ -77,4 +77,26 @@ def load_model(directory: str | Path, dtype: str = "float32") -> PreTrainedModel
             str(directory), dtype=DTYPES[dtype], local_files_only=True
         )
     except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{directory}: cannot load the model: {e}") from None
+        mismatch = _first_shape_mismatch(directory)
+        raise CheckpointError(f"{directory}: cannot load the model: {mismatch or e}") from None
+
+
+def _first_shape_mismatch(directory: Path) -> str | None:
+    """The first tensor whose shape in the checkpoint's files differs from what its
+    config.json builds (transformers only prints a table and says "size mismatch")."""
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    try:
+        with torch.device("meta"):
+            expected = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(directory))).state_dict()
+    except (OSError, ValueError):
+        return None
+    for file in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():
+                shape = tuple(f.get_slice(name).get_shape())
+                if name in expected and tuple(expected[name].shape) != shape:
+                    return (f"{file.name}: tensor {name} has shape {list(shape)}, but config.json "
+                            f"gives {list(expected[name].shape)}")  # fmt: skip
+    return None

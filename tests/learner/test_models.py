@@ -1,6 +1,8 @@
 """Model presets: sizes, Hugging Face save/load offline, deterministic initialisation."""
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +82,18 @@ def test_a_truncated_checkpoint_is_refused_naming_the_file(tokenizer, tmp_path):
     weights = directory / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match=r"model\.safetensors: \d+ bytes, the manifest says \d+"):
+        load_model(directory)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_naming_the_tensor(tokenizer, tmp_path):
+    from learner.checkpoint import save_checkpoint
+
+    directory = save_checkpoint(tmp_path / "ckpt", init_model(ModelConfig(), tokenizer), tokenizer, {"step": 1}, None)
+    (directory / "manifest.json").unlink()  # a checkpoint from elsewhere: no manifest to catch the edit
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "intermediate_size": 2 * config["intermediate_size"]}))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor model\.layers\.0\.mlp\.down_proj\.weight "
+                       r"has shape \[128, 384\], but config\.json gives \[128, 768\]"):  # fmt: skip
         load_model(directory)
 
 
