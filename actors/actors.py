@@ -27,9 +27,12 @@ from actors.rollout_log import RolloutLog
 ADMIT_WAIT_S = 1.0  # how long a worker's request for a ticket waits before it looks at `running` again
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, enable_task_events=False)
 class BufferActor:
-    """An async actor: requests for a ticket or a batch wait in it (actors/waiting_buffer.py)."""
+    """An async actor: requests for a ticket or a batch wait in it (actors/waiting_buffer.py).
+
+    Its calls (several per group) record no task events: the GCS kept every one of them,
+    and on a long run that was the one part of the cluster whose memory kept growing."""
 
     def __init__(self, max_staleness: int, batch_size: int, group_size: int):
         from actors.stream_buffer import StreamBuffer

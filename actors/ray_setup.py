@@ -20,6 +20,7 @@ import sys
 
 LOOPBACK = "127.0.0.1"
 CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+TASK_EVENTS_KEPT = 10_000
 
 
 def keep_ray_on_loopback() -> None:
@@ -45,6 +46,8 @@ def start_ray(num_cpus: int, object_store_mb: int, dashboard: bool):
         dashboard_host=LOOPBACK,
         _node_ip_address=LOOPBACK,
         log_to_driver=True,
+        # The GCS keeps the events of this many tasks for the dashboard (Ray's default, 100,000, lets it grow for hours).
+        _system_config={"task_events_max_num_task_in_gcs": TASK_EVENTS_KEPT},
     )
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOOPBACK:  # Ray changed how it picks the address: refuse rather than listen wide

@@ -41,11 +41,25 @@ def proportional_bytes(pid: int) -> int:
     return 0
 
 
+def resident_bytes(pids: list[int]) -> int:
+    """The sum of the processes' resident sizes: shared pages count once per process."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
 def memory_by_process(root: int) -> dict[str, int]:
     """PSS bytes of `root` and every process under it, summed by process name."""
     out: dict[str, int] = {}
     for pid in [root, *descendants(root)]:
-        name = "driver" if pid == root else process_name(pid)
+        # A Ray worker's title names the method it is running ("ray::LearnerActor.step"): keep the class.
+        name = "driver" if pid == root else process_name(pid).split(".")[0]
         out[name] = out.get(name, 0) + proportional_bytes(pid)
     return out
 
@@ -80,7 +94,7 @@ def test_soak_with_worker_kills(tmp_path):
     start = time.monotonic()
     next_kill = start + rng.uniform(120, 240)
     next_sample = start + 60
-    kills, memory, by_process = 0, [], []
+    kills, memory, by_process, resident = 0, [], [], []
     try:
         while time.monotonic() - start < duration:
             assert driver.poll() is None, "the training run ended by itself"
@@ -93,6 +107,7 @@ def test_soak_with_worker_kills(tmp_path):
                 sample = memory_by_process(driver.pid)
                 memory.append((now - start, sum(sample.values())))
                 by_process.append((now - start, sample))
+                resident.append((now - start, resident_bytes([driver.pid, *descendants(driver.pid)])))
                 next_sample = now + 60
             time.sleep(1)
     finally:
@@ -126,6 +141,8 @@ def test_soak_with_worker_kills(tmp_path):
         for t, sample in by_process:
             f.write(json.dumps({"t": round(t), "pss_mb": {k: round(v / 2**20, 1) for k, v in sample.items()}}) + "\n")
     summary["growth_mb_per_hour_by_process"] = growth_by_process(by_process[len(by_process) // 2 :])
+    if len(resident) >= 4:  # the figure the first soak reported, for comparison
+        summary["rss_sum_growth_mb_per_hour_second_half"] = round(slope_per_hour(resident[len(resident) // 2 :]) / 2**20, 1)
     (run_dir / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     assert summary["lost"] == 0 and len(trained) == summary["consumed"]
