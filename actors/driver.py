@@ -8,8 +8,9 @@ Rollout workers generate continuously; the buffer admits new groups only within 
 capacity the staleness bound allows and never hands the learner a group with a token more
 than `train.max_staleness` versions old. After each step the driver publishes the new
 weights to every worker (they land between decode steps) and then tells the buffer the
-new version, so that no group is admitted against weights the workers do not hold yet. Every generated episode is appended to a Parquet rollout log under
-RUN/rollouts/<worker>/ (actors/rollout_log.py; the episode table's schema). Each step is logged (actors/run_log.py:
+new version, so that no group is admitted against weights the workers do not hold yet.
+Every generated episode is appended to a Parquet rollout log under RUN/rollouts/<worker>/
+(actors/rollout_log.py; the episode table's schema). Each step is logged (actors/run_log.py:
 train_metrics.jsonl, the consumed-episode ledger, TensorBoard) and sets the `treadle_*`
 metrics of the Ray dashboard (actors/dashboard_metrics.py); every `train.eval_every`
 steps (and after the last) a rollout worker evaluates held-out problems greedily with
