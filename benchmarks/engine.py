@@ -13,6 +13,12 @@ interleaved with the other so that load from other processes hits both alike; th
 run of each is reported (on a shared machine the fastest run is the one least
 disturbed). Threads: torch uses `--threads` (default: every core) in both.
 
+The paged engine compiles its decode step (EngineConfig.compile_decode; `--eager` turns
+that off). Compilation happens while the engine is built, before anything is timed, as
+the construction of the hf engine is not timed either; it is reported on its own as
+`paged_compile_seconds` (seconds spent compiling; lower with inductor's on-disk cache
+warm from an earlier run).
+
 vLLM: when the `vllm` package is installed (e.g. in .venv-vllm, see
 scripts/setup_vllm_venv.sh), the `vllm` backend runs the same workloads in the same
 interleaved repeats (`vllm_tokens_per_s`, `speedup_vs_vllm` = paged / vllm, ...). vLLM
@@ -93,15 +99,16 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def throughput(model, tokenizer, repeats: int) -> dict:
+def throughput(model, tokenizer, repeats: int, compile_decode: bool) -> dict:
     from rollout import EngineConfig, make_engine
 
     backends = ("paged", "hf", "vllm") if vllm_installed() else ("paged", "hf")
     if "vllm" in backends:  # vLLM logs to stdout by default; keep stdout for the figures
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    engines = {
-        name: make_engine(name, model, tokenizer, EngineConfig(backend=name, max_num_seqs=BATCH)) for name in backends
-    }
+    configs = {name: EngineConfig(backend=name, max_num_seqs=BATCH) for name in backends}
+    configs["paged"].compile_decode = compile_decode
+    engines = {name: make_engine(name, model, tokenizer, config) for name, config in configs.items()}
+    graph = engines["paged"].core.runner.decode_graph
     best = {(name, kind): float("inf") for name in engines for kind in ("fixed", "mixed")}
     tokens = {}
 
@@ -120,7 +127,10 @@ def throughput(model, tokenizer, repeats: int) -> dict:
     asyncio.run(measure())
     for engine in engines.values():
         engine.close()
-    figures = {}
+    figures = {
+        "paged_compile_decode": graph is not None,
+        "paged_compile_seconds": round(graph.compile_seconds, 1) if graph is not None else 0.0,
+    }
     for kind, suffix in (("fixed", ""), ("mixed", "_mixed")):
         paged = tokens["paged", kind] / best["paged", kind]
         hf = tokens["hf", kind] / best["hf", kind]
@@ -168,13 +178,13 @@ def fork(model, caching: bool) -> dict:
     }
 
 
-def run(repeats: int = 3, threads: int | None = None) -> dict:
+def run(repeats: int = 3, threads: int | None = None, compile_decode: bool = True) -> dict:
     import torch
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
     model, tokenizer = build_model()
     figures = {"threads": torch.get_num_threads(), "batch": BATCH, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS}
-    figures.update(throughput(model, tokenizer, repeats))
+    figures.update(throughput(model, tokenizer, repeats, compile_decode))
     cached, uncached = fork(model, caching=True), fork(model, caching=False)
     p, s, k = FORK_PREFIX, FORK_NEW_TOKENS, FORK_CHILDREN
     figures.update({
@@ -193,7 +203,8 @@ def run(repeats: int = 3, threads: int | None = None) -> dict:
 def table(f: dict) -> str:
     rows = [
         f"engine throughput: tiny preset, batch {f['batch']}, prompt {f['prompt_len']}, "
-        f"{f['new_tokens']} new tokens, {f['threads']} threads (best of repeats)",
+        f"{f['new_tokens']} new tokens, {f['threads']} threads (best of repeats); paged decode "
+        + (f"compiled ({f['paged_compile_seconds']:.1f} s, not timed)" if f["paged_compile_decode"] else "eager"),
         f"  {'backend':8s} {'tokens/s':>10s} {'seconds':>9s}   mixed lengths: {'tokens/s':>10s} {'seconds':>9s}",
         f"  {'paged':8s} {f['paged_tokens_per_s']:10.0f} {f['paged_seconds']:9.3f}   "
         f"{'':15s}{f['paged_mixed_tokens_per_s']:10.0f} {f['paged_mixed_seconds']:9.3f}",
@@ -229,10 +240,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per backend (best is reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
+    parser.add_argument("--eager", action="store_true", help="paged engine without torch.compile of its decode step")
 
 
 def report(args: argparse.Namespace) -> int:
-    figures = run(repeats=args.repeats, threads=args.threads)
+    figures = run(repeats=args.repeats, threads=args.threads, compile_decode=not args.eager)
     if not args.json:
         print(table(figures))
     print(json.dumps(figures))

@@ -74,7 +74,7 @@ class PagedCore:
         runner = ModelRunner(
             hf_config, read_state_dict(source), num_blocks=num_blocks, block_size=config.block_size,
             max_model_len=max_model_len, dtype=dtype, device=config.device, decode_kernel=config.decode_kernel,
-            packed_linear=config.packed_linear,
+            packed_linear=config.packed_linear, compile_decode=config.compile_decode,
         )
         blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         scheduler = Scheduler(

@@ -10,6 +10,11 @@ agree with `F.linear` to float32 rounding (observed |diff| <= 2e-6 on unit activ
 `packed=False` (EngineConfig.packed_linear) is the plain path; so is any device other
 than CPU and any torch build without the oneDNN ops. After the weight tensor changes in
 place (a weight update) call `refresh()`.
+
+Under torch.compile (rollout/paged/decode_graph.py) a packed linear is called through the
+custom op `treadle::packed_linear`: inductor lowers `mkldnn._linear_pointwise` only for
+weights frozen into the graph as constants, which a weight update could not reach, so the
+op hides the oneDNN call from it and takes the packed weight as an ordinary input.
 """
 from __future__ import annotations
 
@@ -43,3 +48,22 @@ class Linear:
         if self._packed_weight is None or x.shape[0] < PACKED_MIN_ROWS:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self._packed_weight, self.bias, "none", [], "")
+
+    def graph_call(self, x: torch.Tensor) -> torch.Tensor:
+        """`self(x)` in a form torch.compile can trace with the weights as graph inputs."""
+        if self._packed_weight is None:
+            return F.linear(x, self.weight, self.bias)
+        return packed_linear(x, self.weight, self._packed_weight, self.bias)
+
+
+@torch.library.custom_op("treadle::packed_linear", mutates_args=())
+def packed_linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T + bias through oneDNN with `packed` (weight reordered), F.linear for few rows."""
+    if x.shape[0] < PACKED_MIN_ROWS:
+        return F.linear(x, weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+@packed_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(x.shape[0], weight.shape[0])

@@ -25,7 +25,7 @@ class Rope:
     """cos/sin tables for every position up to `max_positions`, as transformers computes them.
 
     The sin table is stored with its first half negated, so that rotate_half(x) * sin
-    becomes x.roll(half) * signed_sin: the same products, one op fewer per layer."""
+    becomes cat(x2, x1) * signed_sin: the same products, one op fewer per layer."""
 
     def __init__(self, config: PretrainedConfig, head_dim: int, max_positions: int, dtype: torch.dtype, device):
         params = getattr(config, "rope_parameters", None) or {}
@@ -57,8 +57,10 @@ class Rope:
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1) written as
-    roll(x, half) = cat(x2, x1) times a sin whose first half is negated."""
-    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
+    cat(x2, x1) times a sin whose first half is negated. (Not `x.roll`, the same values:
+    torch.compile cannot trace roll over a batch of symbolic size.)"""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * signed_sin
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

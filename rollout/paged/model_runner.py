@@ -17,6 +17,7 @@ from transformers import PretrainedConfig
 from rollout.checkpoint import apply_weight_update, plan_weight_update
 from rollout.kernels.paged_decode import DecodeBatch, Workspace, decode_function
 from rollout.paged.attention import AttentionBatch, PrefillGroup, prefill_mask
+from rollout.paged.decode_graph import CompileFailed, DecodeGraph, warn_eager
 from rollout.paged.layout import lay_out
 from rollout.paged.model import PagedLlama, Rope
 from rollout.paged.sampler import SamplingRow, sample
@@ -44,6 +45,7 @@ class ModelRunner:
         device: torch.device | str,
         decode_kernel: str,
         packed_linear: bool,
+        compile_decode: bool = False,
     ):
         self.shape = ModelShape.from_config(config)
         self.device = torch.device(device)
@@ -59,6 +61,7 @@ class ModelRunner:
         rope = Rope(config, self.shape.head_dim, max_model_len, dtype, self.device)
         self.model = PagedLlama(self.shape, self.weights, rope, decode_function(decode_kernel), packed_linear)
         self.workspace = Workspace()
+        self.decode_graph = DecodeGraph.build(self.model, self.kv_caches) if compile_decode else None
         self.generator = torch.Generator(self.device)
         self.generator.seed()
         self._request_generators: dict[str, torch.Generator] = {}
@@ -76,6 +79,37 @@ class ModelRunner:
             layout.input_ids, layout.positions, layout.slots, [] if layout.all_written else layout.write_rows,
             layout.logits_rows, layout.decode_tables, layout.decode_context_lens, *prefill_lists,
         )
+        logits = None
+        if self.decode_graph is not None and not layout.prefills:
+            try:
+                logits = self._run_decode_graph(layout, ids, positions, slots, write_rows, logits_rows, tables, context_lens)
+            except CompileFailed as e:  # a recompilation failed: decode eagerly from now on
+                warn_eager(str(e))
+                self.decode_graph = None
+        if logits is None:
+            logits = self._run_eager(layout, ids, positions, slots, write_rows, logits_rows, tables, context_lens, prefill_tensors)
+        if not layout.samplers:
+            return []
+        rows = [SamplingRow(c.seq.sampling, self._generator_for(c.seq)) for c in layout.samplers]
+        tokens, logprobs = sample(logits, rows, self.generator)
+        return list(zip([c.seq for c in layout.samplers], tokens, logprobs))
+
+    def _run_decode_graph(self, layout, ids, positions, slots, write_rows, logits_rows, tables, context_lens) -> torch.Tensor:
+        """A step of one-token chunks only, through the compiled decode graph."""
+        tables = tables.view(layout.num_decode, layout.decode_max_blocks)
+        if layout.all_written:
+            new_visible = torch.ones(layout.num_decode, dtype=torch.bool, device=self.device)
+            write_rows = None
+        else:  # rows whose KV is already cached read it from the cache, not as a new key
+            new_visible = torch.zeros(layout.num_decode, dtype=torch.bool, device=self.device)
+            new_visible[write_rows] = True
+        num_cached = context_lens - new_visible.long()
+        logits = self.decode_graph.run(ids, positions, tables, num_cached, new_visible, slots, write_rows)
+        if len(layout.logits_rows) < layout.num_decode:
+            logits = logits.index_select(0, logits_rows)
+        return logits
+
+    def _run_eager(self, layout, ids, positions, slots, write_rows, logits_rows, tables, context_lens, prefill_tensors):
         dtype = self.kv_caches[0][0].dtype
         groups = []
         for i, p in enumerate(layout.prefills):
@@ -91,12 +125,7 @@ class ModelRunner:
             decode=DecodeBatch(tables.view(layout.num_decode, layout.decode_max_blocks), context_lens, self.workspace),
             prefills=groups,
         )
-        logits = self.model.forward(ids, positions, self.kv_caches, batch, logits_rows)
-        if not layout.samplers:
-            return []
-        rows = [SamplingRow(c.seq.sampling, self._generator_for(c.seq)) for c in layout.samplers]
-        tokens, logprobs = sample(logits, rows, self.generator)
-        return list(zip([c.seq for c in layout.samplers], tokens, logprobs))
+        return self.model.forward(ids, positions, self.kv_caches, batch, logits_rows)
 
     def _tensors(self, *lists: list[int]) -> list[torch.Tensor]:
         """One int64 tensor per list, made with a single host-to-device copy (through an

@@ -8,9 +8,11 @@ import argparse
 import json
 
 import pytest
+import torch
 
 import benchmarks.engine as bench_engine
 from actors.commands import bench
+from rollout.paged.decode_graph import compiler_problem
 
 REQUIRED = (
     "paged_tokens_per_s", "hf_tokens_per_s", "speedup_vs_hf", "fork_prefill_tokens",
@@ -38,6 +40,8 @@ def test_a_shrunken_run_prints_a_table_then_one_json_line(monkeypatch, capsys, k
     lines = capsys.readouterr().out.strip().splitlines()
     figures = json.loads(lines[-1])
     assert all(key in figures for key in REQUIRED)
+    # The paged decode step is compiled by default, wherever torch.compile can run.
+    assert figures["paged_compile_decode"] == (compiler_problem(torch.device("cpu")) is None)
     assert any("speedup paged / hf" in line for line in lines[:-1])
     if not bench_engine.vllm_installed():  # with vllm: tests_vllm/test_vllm_bench.py
         assert not any("vllm" in line for line in lines)
