@@ -84,7 +84,7 @@ class RolloutActor:
         from actors.rollout_core import RolloutCore
         from reasoning.controllers.limits import ThreadLimits
         from reasoning.countdown.tokenizer import load_tokenizer
-        from rollout import EngineConfig, SamplingParams, make_engine
+        from rollout import SamplingParams, make_engine
 
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -92,7 +92,7 @@ class RolloutActor:
         self.problems = ray.get(problems[0]) if problems and isinstance(problems[0], ray.ObjectRef) else problems
         self.config = config
         tokenizer = load_tokenizer(checkpoint)
-        engine = make_engine("paged", checkpoint, tokenizer, EngineConfig())
+        engine = make_engine(config.engine.backend, checkpoint, tokenizer, config.engine)
         train = config.train
         sampling = SamplingParams(max_tokens=train.max_new_tokens, temperature=train.temperature)
         limits = ThreadLimits(**{**vars(config.threads), "max_thread_tokens": train.max_new_tokens})
