@@ -24,6 +24,9 @@ class PackedBatch:
     segment_ids: np.ndarray  # [rows, seq_len] int32; 0 = padding, 1.. = sequence within the row
     labels: np.ndarray  # [rows, seq_len] int64; IGNORE where nothing is trained
     num_sequences: int
+    one_per_row: bool = False
+    """Each row holds at most one sequence, from column 0: a plain causal mask is the
+    block-diagonal one, so attention needs no mask (and skips the masked half)."""
 
     @property
     def num_tokens(self) -> int:
@@ -35,13 +38,13 @@ class PackedBatch:
 
 
 def pack(
-    sequences: Sequence[tuple[Sequence[int], Sequence[bool]]], seq_len: int, num_rows: int
+    sequences: Sequence[tuple[Sequence[int], Sequence[bool]]], seq_len: int, num_rows: int, one_per_row: bool = False
 ) -> PackedBatch:
     """Pack a prefix of `sequences` ((token ids, trainable flags) pairs) into `num_rows` rows.
 
-    Takes sequences in order while each fits in some row (first fit) and stops at the first
-    that does not; `num_sequences` says how many were taken. Sequences longer than
-    `seq_len` must be filtered out before.
+    Takes sequences in order while each fits in some row (first fit; with `one_per_row`,
+    only an empty row) and stops at the first that does not; `num_sequences` says how many
+    were taken. Sequences longer than `seq_len` must be filtered out before.
     """
     input_ids = np.zeros((num_rows, seq_len), dtype=np.int64)
     position_ids = np.zeros((num_rows, seq_len), dtype=np.int64)
@@ -53,7 +56,7 @@ def pack(
     for ids, trainable in sequences:
         n = len(ids)
         assert 0 < n <= seq_len and len(trainable) == n, f"sequence of {n} tokens for rows of {seq_len}"
-        row = next((r for r in range(num_rows) if fill[r] + n <= seq_len), None)
+        row = next((r for r in range(num_rows) if fill[r] + n <= seq_len and not (one_per_row and fill[r])), None)
         if row is None:
             break
         start, end = fill[row], fill[row] + n
@@ -65,7 +68,7 @@ def pack(
         labels[row, start : end - 1] = np.where(np.asarray(trainable[1:], dtype=bool), targets, IGNORE)
         fill[row] = end
         taken += 1
-    return PackedBatch(input_ids, position_ids, segment_ids, labels, taken)
+    return PackedBatch(input_ids, position_ids, segment_ids, labels, taken, one_per_row)
 
 
 def attention_mask(segment_ids):

@@ -131,6 +131,15 @@ def _gatherer(where: PackedBatch):
     return gather
 
 
+def _rows_that_fit(ascending_lengths: list[int], token_budget: int) -> int:
+    """How many of the next threads (by ascending length) make rows of the last one's width
+    within `token_budget` tokens; at least one, however long."""
+    count = 1
+    while count < len(ascending_lengths) and (count + 1) * ascending_lengths[count] <= token_budget:
+        count += 1
+    return count
+
+
 def build_batch(
     rows: Iterable[dict[str, Any]] | pa.Table,
     *,
@@ -139,13 +148,19 @@ def build_batch(
     rows_per_micro_batch: int,
     parallel_bonus: float = 0.0,
     episode_tokens: Mapping[str, tuple[int, int]] | None = None,
+    layout: str = "packed",
 ) -> RLBatch:
-    """Advantages per episode, broadcast to every trained token, packed into micro-batches."""
+    """Advantages per episode, broadcast to every trained token, packed into micro-batches
+    (`layout`: see RLConfig.layout)."""
+    if layout not in ("packed", "rows"):
+        raise ValueError(f"layout {layout!r}: choose packed or rows")
     rows = rows.to_pylist() if isinstance(rows, pa.Table) else list(rows)
     episode_ids, rewards, advantages = episode_advantages(rows, estimator, parallel_bonus, episode_tokens)
     index_of = {eid: i for i, eid in enumerate(episode_ids)}
-    # Threads of one episode stay together so an episode rarely spans micro-batches.
-    threads = sorted((r for r in rows if any(r["trainable"])), key=lambda r: index_of[r["episode_id"]])
+    # Packed: threads of one episode stay together so an episode rarely spans micro-batches.
+    # Rows: threads of like length share a micro-batch, so rows carry little padding.
+    order = (lambda r: index_of[r["episode_id"]]) if layout == "packed" else (lambda r: len(r["token_ids"]))
+    threads = sorted((r for r in rows if any(r["trainable"])), key=order)
     # A thread longer than seq_len (a rare long one the model wrote) widens this batch's
     # rows to fit it: never truncated, and never a failed step in the middle of a run.
     seq_len = max([seq_len, *(len(r["token_ids"]) for r in threads)])
@@ -158,14 +173,20 @@ def build_batch(
     micro_batches: list[MicroBatch] = []
     first = 0
     while first < len(threads):
-        chunk = threads[first:]
-        packed = pack([(r["token_ids"], r["trainable"]) for r in chunk], seq_len, rows_per_micro_batch)
+        if layout == "packed":
+            chunk, width, num_rows = threads[first:], seq_len, rows_per_micro_batch
+        else:  # as many of the next (shortest) threads as fit, each in a row as wide as the longest
+            num_rows = _rows_that_fit(lengths[first:], rows_per_micro_batch * seq_len)
+            chunk, width = threads[first : first + num_rows], lengths[first + num_rows - 1]
+        one_per_row = layout == "rows"
+        packed = pack([(r["token_ids"], r["trainable"]) for r in chunk], width, num_rows, one_per_row)
         # Packing each thread's flat positions (+1, so 0 stays padding) with the same
-        # first-fit rule tells where every position landed, without re-deriving the rule.
+        # rule tells where every position landed, without re-deriving the rule.
         where = pack(
             [(starts[first + i] + 1 + np.arange(n), r["trainable"]) for i, (r, n) in enumerate(zip(chunk, lengths[first:]))],
-            seq_len,
-            rows_per_micro_batch,
+            width,
+            num_rows,
+            one_per_row,
         )
         assert packed.num_sequences == where.num_sequences > 0
         gather = _gatherer(where)

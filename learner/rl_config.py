@@ -59,6 +59,12 @@ class RLConfig:
     (AdamW only)."""
     rows: int = field(default=4, metadata=bounds(ge=1, le=4096))
     """Packed rows per micro-batch (one forward); a step runs as many micro-batches as it needs."""
+    layout: str = field(default="packed", metadata=one_of("packed", "rows"))
+    """How threads fill a micro-batch. `packed`: first fit into `rows` rows of `seq_len`
+    tokens, with a block-diagonal mask. `rows`: one thread per row, threads sorted by
+    length, as many rows of the longest one's width as fit in `rows` * `seq_len` tokens;
+    no mask is needed, so causal attention skips the masked half (about 1.5x faster on
+    APR's short threads on a CPU)."""
 
     def validate(self) -> None:
         require(

@@ -63,7 +63,8 @@ def label_logprobs(model: torch.nn.Module, batch: MicroBatch, head: str = "full"
     inputs = {
         "input_ids": torch.from_numpy(packed.input_ids[:, :width]).to(device),
         "position_ids": torch.from_numpy(packed.position_ids[:, :width]).to(device),
-        "attention_mask": attention_mask(packed.segment_ids[:, :width]).to(device),
+        # One thread per row, from column 0: causal attention (the model's default) is exact.
+        "attention_mask": None if packed.one_per_row else attention_mask(packed.segment_ids[:, :width]).to(device),
     }
     labels = torch.from_numpy(packed.labels[:, :width]).to(device)
     if head == "full":
@@ -131,6 +132,7 @@ class RLLearner:
             rows_per_micro_batch=c.rows,
             parallel_bonus=c.parallel_bonus,
             episode_tokens=episode_tokens,
+            layout=c.layout,
         )
         if batch.num_trained_tokens == 0:
             raise ValueError(f"no trainable tokens in {len(batch.episode_ids)} episodes")
