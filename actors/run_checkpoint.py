@@ -95,15 +95,15 @@ def load(directory: Path) -> LoopCheckpoint:
 
 
 def latest_or_none(run_dir: Path) -> Path | None:
+    """The newest checkpoint of a run directory, or None."""
     return latest_checkpoint(Path(run_dir) / "checkpoints")
 
 
 def latest(run_dir: Path) -> Path:
     """The newest checkpoint of a run directory; a clear error when there is none."""
-    checkpoints = Path(run_dir) / "checkpoints"
-    found = latest_checkpoint(checkpoints)
+    found = latest_or_none(run_dir)
     if found is None:
-        raise ManifestError(f"{checkpoints}: no step-N checkpoint to resume from")
+        raise ManifestError(f"{Path(run_dir) / 'checkpoints'}: no step-N checkpoint to resume from")
     return found
 
 

@@ -171,14 +171,14 @@ def build_batch(
     flat = [np.concatenate([t[k] for t in per_thread]) if threads else np.zeros(0) for k in range(4)]
     flat_episode = np.repeat([index_of[r["episode_id"]] for r in threads], lengths).astype(np.int64)
     micro_batches: list[MicroBatch] = []
+    one_per_row = layout == "rows"
     first = 0
     while first < len(threads):
-        if layout == "packed":
-            chunk, width, num_rows = threads[first:], seq_len, rows_per_micro_batch
-        else:  # as many of the next (shortest) threads as fit, each in a row as wide as the longest
+        if one_per_row:  # as many of the next (shortest) threads as fit, each in a row as wide as the longest
             num_rows = _rows_that_fit(lengths[first:], rows_per_micro_batch * seq_len)
             chunk, width = threads[first : first + num_rows], lengths[first + num_rows - 1]
-        one_per_row = layout == "rows"
+        else:
+            chunk, width, num_rows = threads[first:], seq_len, rows_per_micro_batch
         packed = pack([(r["token_ids"], r["trainable"]) for r in chunk], width, num_rows, one_per_row)
         # Packing each thread's flat positions (+1, so 0 stays padding) with the same
         # rule tells where every position landed, without re-deriving the rule.

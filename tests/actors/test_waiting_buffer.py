@@ -18,13 +18,19 @@ def synchronous_buffer() -> WaitingBuffer:
     return WaitingBuffer(StreamBuffer(max_staleness=0, batch_size=2, group_size=2))
 
 
+async def one_holds_the_ticket_another_waits(buf: WaitingBuffer, holder: str, waiter: str):
+    """`holder` takes the one group version 0 allows; `waiter` then waits for a ticket."""
+    held = await buf.admit(holder, timeout_s=1)
+    waiting = asyncio.create_task(buf.admit(waiter, timeout_s=5))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # the capacity rule says no at version 0
+    return held, waiting
+
+
 def test_a_refused_admission_waits_for_the_new_version():
     async def scenario():
         buf = synchronous_buffer()
-        first = await buf.admit("w", timeout_s=1)
-        waiting = asyncio.create_task(buf.admit("w", timeout_s=5))
-        await asyncio.sleep(0.05)
-        assert not waiting.done()  # the capacity rule says no at version 0
+        first, waiting = await one_holds_the_ticket_another_waits(buf, "w", "w")
         await buf.put(first, episodes(first))
         assert len(await buf.take_batch(0, timeout_s=1)) == 2
         await asyncio.sleep(0.05)
@@ -66,9 +72,7 @@ def test_a_batch_wait_wakes_on_the_put_that_completes_it():
 def test_an_abort_gives_the_slots_to_a_waiting_worker():
     async def scenario():
         buf = synchronous_buffer()
-        dead = await buf.admit("dead", timeout_s=1)
-        waiting = asyncio.create_task(buf.admit("alive", timeout_s=5))
-        await asyncio.sleep(0.05)
+        dead, waiting = await one_holds_the_ticket_another_waits(buf, "dead", "alive")
         assert await buf.abort_worker("dead", "worker_died") == 2  # episodes
         return dead, await asyncio.wait_for(waiting, 1)
 

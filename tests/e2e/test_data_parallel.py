@@ -16,7 +16,7 @@ import pytest
 import ray
 import torch
 
-from actors.ray_setup import keep_ray_on_loopback
+from actors.ray_setup import LOOPBACK, keep_ray_on_loopback
 from configs.typed import build
 from learner.models import load_model
 from learner.rl_config import RLConfig
@@ -49,7 +49,7 @@ def rows() -> list[dict]:
 def ray_session():
     keep_ray_on_loopback()
     ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False)  # fmt: skip
+             _node_ip_address=LOOPBACK, log_to_driver=False)  # fmt: skip
     yield
     ray.shutdown()
 

@@ -54,10 +54,10 @@ def resident_bytes(pids: list[int]) -> int:
     return total
 
 
-def memory_by_process(root: int) -> dict[str, int]:
-    """PSS bytes of `root` and every process under it, summed by process name."""
+def memory_by_process(root: int, pids: list[int]) -> dict[str, int]:
+    """PSS bytes of `pids` (`root` among them, named "driver"), summed by process name."""
     out: dict[str, int] = {}
-    for pid in [root, *descendants(root)]:
+    for pid in pids:
         # A Ray worker's title names the method it is running ("ray::LearnerActor.step"): keep the class.
         name = "driver" if pid == root else process_name(pid).split(".")[0]
         out[name] = out.get(name, 0) + proportional_bytes(pid)
@@ -70,6 +70,11 @@ def slope_per_hour(samples: list[tuple[float, int]]) -> float:
     mean_m = sum(m for _, m in samples) / n
     var = sum((t - mean_t) ** 2 for t, _ in samples)
     return 0.0 if var == 0 else sum((t - mean_t) * (m - mean_m) for t, m in samples) / var * 3600
+
+
+def second_half_growth_mb_per_hour(samples: list[tuple[float, int]]) -> float | None:
+    """MB an hour over the second half of (seconds, bytes) samples; None for fewer than 4."""
+    return round(slope_per_hour(samples[len(samples) // 2 :]) / 2**20, 1) if len(samples) >= 4 else None
 
 
 def growth_by_process(samples: list[tuple[float, dict[str, int]]], top: int = 6) -> dict[str, float]:
@@ -94,7 +99,7 @@ def test_soak_with_worker_kills(tmp_path):
     start = time.monotonic()
     next_kill = start + rng.uniform(120, 240)
     next_sample = start + 60
-    kills, memory, by_process, resident = 0, [], [], []
+    kills, by_process, resident = 0, [], []
     try:
         while time.monotonic() - start < duration:
             assert driver.poll() is None, "the training run ended by itself"
@@ -104,10 +109,9 @@ def test_soak_with_worker_kills(tmp_path):
                 kills += 1
                 next_kill = now + rng.uniform(120, 240)
             if now >= next_sample:
-                sample = memory_by_process(driver.pid)
-                memory.append((now - start, sum(sample.values())))
-                by_process.append((now - start, sample))
-                resident.append((now - start, resident_bytes([driver.pid, *descendants(driver.pid)])))
+                pids = [driver.pid, *descendants(driver.pid)]
+                by_process.append((now - start, memory_by_process(driver.pid, pids)))
+                resident.append((now - start, resident_bytes(pids)))
                 next_sample = now + 60
             time.sleep(1)
     finally:
@@ -125,6 +129,11 @@ def test_soak_with_worker_kills(tmp_path):
     trained = [e["episode_id"] for line in read_jsonl(run_dir / "consumed.jsonl") for e in line["episodes"]]
     assert len(trained) == len(set(trained))
     last = steps[-1]
+    memory = [(t, sum(sample.values())) for t, sample in by_process]
+    # The killed worker's memory is a saw (it starts again from nothing after every kill),
+    # which a straight line through the total misreads: the processes that live through
+    # the run, on their own.
+    lasting = [(t, sum(v for k, v in sample.items() if "RolloutActor" not in k)) for t, sample in by_process]
     summary = {
         "seconds": round(duration), "steps": last["version"], "worker_kills": kills,
         "worker_restarts": last["worker_restarts"], "admitted": last["buffer"]["admitted"],
@@ -134,23 +143,15 @@ def test_soak_with_worker_kills(tmp_path):
         - last["buffer"]["in_flight"] - last["buffer"]["buffered"],
         "memory_mb_first": round(memory[0][1] / 2**20) if memory else None,
         "memory_mb_last": round(memory[-1][1] / 2**20) if memory else None,
-        "memory_growth_mb_per_hour_second_half": round(slope_per_hour(memory[len(memory) // 2 :]) / 2**20, 1)
-        if len(memory) >= 4 else None,
+        "memory_growth_mb_per_hour_second_half": second_half_growth_mb_per_hour(memory),
+        "growth_mb_per_hour_second_half_without_the_killed_worker": second_half_growth_mb_per_hour(lasting),
+        "growth_mb_per_hour_by_process": growth_by_process(by_process[len(by_process) // 2 :]),
+        # The figure the first soak reported, for comparison.
+        "rss_sum_growth_mb_per_hour_second_half": second_half_growth_mb_per_hour(resident),
     }  # fmt: skip
     with (run_dir / "soak_memory.jsonl").open("w") as f:
         for t, sample in by_process:
             f.write(json.dumps({"t": round(t), "pss_mb": {k: round(v / 2**20, 1) for k, v in sample.items()}}) + "\n")
-    summary["growth_mb_per_hour_by_process"] = growth_by_process(by_process[len(by_process) // 2 :])
-    # The killed worker's memory is a saw (it starts again from nothing after every kill),
-    # which a straight line through the total misreads: the processes that live through
-    # the run, on their own.
-    lasting = [(t, sum(v for k, v in sample.items() if "RolloutActor" not in k)) for t, sample in by_process]
-    if len(lasting) >= 4:
-        summary["growth_mb_per_hour_second_half_without_the_killed_worker"] = round(
-            slope_per_hour(lasting[len(lasting) // 2 :]) / 2**20, 1
-        )
-    if len(resident) >= 4:  # the figure the first soak reported, for comparison
-        summary["rss_sum_growth_mb_per_hour_second_half"] = round(slope_per_hour(resident[len(resident) // 2 :]) / 2**20, 1)
     (run_dir / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     assert summary["lost"] == 0 and len(trained) == summary["consumed"]
