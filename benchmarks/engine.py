@@ -13,11 +13,13 @@ interleaved with the other so that load from other processes hits both alike; th
 run of each is reported (on a shared machine the fastest run is the one least
 disturbed). Threads: torch uses `--threads` (default: every core) in both.
 
-The paged engine compiles its decode step (EngineConfig.compile_decode; `--eager` turns
-that off). Compilation happens while the engine is built, before anything is timed, as
-the construction of the hf engine is not timed either; it is reported on its own as
-`paged_compile_seconds` (seconds spent compiling; lower with inductor's on-disk cache
-warm from an earlier run).
+The paged engine runs as EngineConfig's defaults have it: on a CPU, the C kernels of
+rollout/kernels/cpu (compiled on first use, before anything is timed; a second or so,
+once per machine). `--compile` compiles its decode step with torch.compile
+(EngineConfig.compile_decode); that compilation happens while the engine is built, also
+before anything is timed, as the construction of the hf engine is not timed either, and
+is reported on its own as `paged_compile_seconds`. `paged_decode_kernel` names the
+attention kernel the engine chose.
 
 vLLM: when the `vllm` package is installed (e.g. in .venv-vllm, see
 scripts/setup_vllm_venv.sh), the `vllm` backend runs the same workloads in the same
@@ -108,7 +110,8 @@ def throughput(model, tokenizer, repeats: int, compile_decode: bool) -> dict:
     configs = {name: EngineConfig(backend=name, max_num_seqs=BATCH) for name in backends}
     configs["paged"].compile_decode = compile_decode
     engines = {name: make_engine(name, model, tokenizer, config) for name, config in configs.items()}
-    graph = engines["paged"].core.runner.decode_graph
+    runner = engines["paged"].core.runner
+    graph = runner.decode_graph
     best = {(name, kind): float("inf") for name in engines for kind in ("fixed", "mixed")}
     tokens = {}
 
@@ -128,6 +131,7 @@ def throughput(model, tokenizer, repeats: int, compile_decode: bool) -> dict:
     for engine in engines.values():
         engine.close()
     figures = {
+        "paged_decode_kernel": runner.decode_kernel,
         "paged_compile_decode": graph is not None,
         "paged_compile_seconds": round(graph.compile_seconds, 1) if graph is not None else 0.0,
     }
@@ -178,7 +182,7 @@ def fork(model, caching: bool) -> dict:
     }
 
 
-def run(repeats: int = 3, threads: int | None = None, compile_decode: bool = True) -> dict:
+def run(repeats: int = 3, threads: int | None = None, compile_decode: bool = False) -> dict:
     import torch
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -203,7 +207,8 @@ def run(repeats: int = 3, threads: int | None = None, compile_decode: bool = Tru
 def table(f: dict) -> str:
     rows = [
         f"engine throughput: tiny preset, batch {f['batch']}, prompt {f['prompt_len']}, "
-        f"{f['new_tokens']} new tokens, {f['threads']} threads (best of repeats); paged decode "
+        f"{f['new_tokens']} new tokens, {f['threads']} threads (best of repeats); paged decode: "
+        f"{f['paged_decode_kernel']} kernel, "
         + (f"compiled ({f['paged_compile_seconds']:.1f} s, not timed)" if f["paged_compile_decode"] else "eager"),
         f"  {'backend':8s} {'tokens/s':>10s} {'seconds':>9s}   mixed lengths: {'tokens/s':>10s} {'seconds':>9s}",
         f"  {'paged':8s} {f['paged_tokens_per_s']:10.0f} {f['paged_seconds']:9.3f}   "
@@ -240,11 +245,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per backend (best is reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
-    parser.add_argument("--eager", action="store_true", help="paged engine without torch.compile of its decode step")
+    parser.add_argument("--compile", action="store_true", help="compile the paged engine's decode step (torch.compile)")
 
 
 def report(args: argparse.Namespace) -> int:
-    figures = run(repeats=args.repeats, threads=args.threads, compile_decode=not args.eager)
+    figures = run(repeats=args.repeats, threads=args.threads, compile_decode=args.compile)
     if not args.json:
         print(table(figures))
     print(json.dumps(figures))

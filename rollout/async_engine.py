@@ -12,6 +12,11 @@ steps, never during one. Weight loading also runs in the worker thread. The work
 stepping without a round trip through the loop until a request finishes or new work is
 queued (a thread-safe flag), so a long decode costs one thread hop, not one per token.
 
+OpenMP: the thread that built the engine, the loop's thread, and the worker whenever it
+runs out of work release their OpenMP threads (rollout/openmp.py), so that while the
+engine computes, its worker's are the only ones in the process and keep spinning
+between torch ops instead of sleeping (a decode step 1.7x faster on 2 cores).
+
 A request the core rejects (`InvalidRequest`) completes at once with FinishReason.ERROR;
 the engine keeps serving the others. If a step raises, that is a bug rather than a bad
 request: every caller in flight gets an `EngineDeadError` (chained to the cause) and the
@@ -34,6 +39,7 @@ import numpy as np
 
 from rollout.engine import Completion, EngineStats, FinishReason, SamplingParams
 from rollout.errors import EngineDeadError, InvalidRequest, WeightUpdateError
+from rollout.openmp import release_openmp_threads
 from rollout.requests import Request, make_request
 
 
@@ -96,6 +102,7 @@ class AsyncEngine:
         self._wakeup: asyncio.Event | None = None
         self._stale_ids: list[str] = []
         self._dead: EngineDeadError | None = None
+        release_openmp_threads()  # those of the thread that built the core
 
     @property
     def version(self) -> int:
@@ -176,6 +183,7 @@ class AsyncEngine:
         self._waiters.clear()
         self._inbox.clear()
         self._loop = loop
+        release_openmp_threads()
         self._wakeup = asyncio.Event()
         self._task = loop.create_task(self._run(), name="treadle-engine-loop")
 
@@ -204,6 +212,7 @@ class AsyncEngine:
             await self._apply_inbox(loop)
             if not self.core.has_unfinished():
                 self._wakeup.clear()
+                await loop.run_in_executor(self._executor, release_openmp_threads)
                 await self._wakeup.wait()
                 continue
             finished = await loop.run_in_executor(self._executor, self._step_until_news)

@@ -33,17 +33,23 @@ class EngineConfig:
     paged backend also caps it at the KV pool's capacity, so one sequence always fits."""
     enable_prefix_caching: bool = True
     """Reuse the KV of full blocks whose token prefix was computed before (paged, vllm)."""
-    decode_kernel: str = field(default="torch", metadata=one_of("torch", "triton"))
-    """Paged decode attention: `torch` (gather + SDPA, any device) or `triton` (GPU only)."""
+    decode_kernel: str = field(default="auto", metadata=one_of("auto", "cpu", "torch", "triton"))
+    """Paged decode: `cpu` (C kernels compiled on first use, CPU and float32 only:
+    attention, and the norms, RoPE and SiLU gate of decode-only steps; rollout/kernels/cpu),
+    `torch` (gather + SDPA, any device) or `triton` (attention on a GPU). `auto`: `cpu` on
+    a CPU in float32 (`torch`, with a warning, where the kernels cannot be built, e.g.
+    without a C compiler), `torch` elsewhere."""
     packed_linear: bool = True
     """Paged on CPU: run matmuls through oneDNN with weights packed once (1.3-2.8x faster
     than F.linear for batches of 16+ rows); false uses F.linear everywhere."""
     compile_decode: bool = False
     """Paged: run decode-only steps through torch.compile (rollout/paged/decode_graph.py).
-    Compiled once when the engine starts (2-core CPU: 5-7 s with inductor's disk cache warm,
-    about 15 s cold; `runner.decode_graph.compile_seconds`). On CPU at 2 threads decode
-    steps of the tiny preset ran 10-30% faster, at 1 thread about as fast as eager. Falls
-    back to eager decoding, with a warning, where compilation fails (e.g. no C++ compiler)."""
+    Compiled once when the engine starts (2-core CPU: 3-7 s with inductor's disk cache warm,
+    about 15 s cold; `runner.decode_graph.compile_seconds`). With the torch kernel, decode
+    steps of the tiny preset ran 10-30% faster than eager at 2 threads; with the `cpu`
+    kernels, eager decoding is the faster (2.3x against 1.9x hf's speed in one bench run).
+    Falls back to eager decoding, with a warning, where compilation fails (e.g. no C++
+    compiler)."""
     vllm_enforce_eager: bool = False
     """vllm: skip torch.compile. Start-up is shorter (on a 2-core CPU about 40 s instead of
     1.5 min with a warm compile cache, 3 min with a cold one); decoding is slower."""
@@ -59,4 +65,9 @@ class EngineConfig:
             self.decode_kernel != "triton" or self.device == "cuda",
             "decode_kernel",
             "triton runs on a GPU; use decode_kernel=torch with device=cpu",
+        )
+        require(
+            self.decode_kernel != "cpu" or (self.device == "cpu" and self.dtype == "float32"),
+            "decode_kernel",
+            f"cpu runs float32 on a CPU (here {self.dtype} on {self.device}); use decode_kernel=torch or auto",
         )

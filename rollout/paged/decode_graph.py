@@ -2,17 +2,20 @@
 
 A step whose chunks are all one-token decodes (the steady state of generation) runs
 `decode_forward` instead of `PagedLlama.forward`: the same arithmetic, laid out for
-inductor. On CPU most of an eager decode step of a small model is per-op overhead and
-the copy of every sequence's K/V out of the paged cache; compiled, each layer's norms,
-RoPE and attention become one C++ loop nest that reads the cache in place
-(rollout/kernels/paged_decode_inline.py), and the matmuls stay oneDNN calls with packed
-weights (rollout/paged/linear.py: `treadle::packed_linear`).
+inductor. On CPU most of an eager decode step of a small model with the torch kernel is
+per-op overhead and the copy of every sequence's K/V out of the paged cache; compiled,
+each layer's norms, RoPE and attention become one C++ loop nest that reads the cache in
+place (rollout/kernels/paged_decode_inline.py), or, with decode_kernel=cpu, fused
+elementwise loops around the C attention kernel's op, and the matmuls stay oneDNN calls
+with packed weights (rollout/paged/linear.py: `treadle::packed_linear`).
 
 Steps with a prefill chunk keep the eager path: their shapes vary more and they are rare.
 
-Measured on the tiny preset (batch 64, 2-core CPU shared with other jobs, so noisy):
-decode steps about 10-30% faster than eager at 2 threads (fewer OpenMP fork/joins), about
-even at 1 thread, where gather + SDPA is as fast as the fused loop. Hence off by default.
+Measured on the tiny preset (batch 64, 2-core CPU shared with other jobs, so noisy): with
+the torch kernel, decode steps about 10-30% faster than eager at 2 threads (fewer OpenMP
+fork/joins), about even at 1 thread. With the C kernels the eager step
+(rollout/paged/decode_cpu.py) is the faster: dynamo's guards and the compiled graph's
+Python wrapper cost more per step than the elementwise work they fuse. Off by default.
 
 What stays correct:
 - Weights (and packed weights) are graph inputs, never constants folded into the code,
@@ -43,6 +46,7 @@ from rollout.paged.model import PagedLlama, apply_rope, rms_norm
 def decode_forward(
     model: PagedLlama,
     kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+    attention,
     input_ids: torch.Tensor,
     positions: torch.Tensor,
     block_tables: torch.Tensor,
@@ -52,7 +56,8 @@ def decode_forward(
     """One decode token per row: (float32 logits [B, vocab], new K, new V [num_layers, B, kv_heads, head_dim]).
 
     Row b is at `positions[b]`, its cached keys are positions 0 .. num_cached[b] - 1 of
-    its block table, and it attends to its own new key when new_visible[b]."""
+    its block table, and it attends to its own new key when new_visible[b]. `attention`
+    is `paged_decode_inline` or the CPU kernel's op, which take the same arguments."""
     s, w = model.shape, model.weights
     num_seqs = input_ids.shape[0]
     q_size, kv_size = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
@@ -67,7 +72,7 @@ def decode_forward(
         v = qkv[:, q_size + kv_size :].view(num_seqs, s.num_kv_heads, s.head_dim)
         new_k.append(k)
         new_v.append(v)
-        attn = paged_decode_inline(q, k, v, k_cache, v_cache, block_tables, num_cached, new_visible, model.scale)
+        attn = attention(q, k, v, k_cache, v_cache, block_tables, num_cached, new_visible, model.scale)
         h = h + o_proj.graph_call(attn.reshape(num_seqs, q_size))
         x = rms_norm(h, layer.post_norm, s.rms_norm_eps)
         gate, up = gate_up_proj.graph_call(x).chunk(2, dim=-1)
@@ -129,20 +134,27 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
 class DecodeGraph:
     """Runs pure-decode steps through the compiled `decode_forward`."""
 
-    def __init__(self, model: PagedLlama, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], compiled):
+    def __init__(self, model: PagedLlama, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], compiled, attention):
         self.model = model
         self.kv_caches = kv_caches
         self._forward = compiled
+        self._attention = attention
         self.compile_seconds = 0.0
         for cache in (c for pair in kv_caches for c in pair):  # one graph for every pool size
             torch._dynamo.mark_dynamic(cache, 0)
 
     @classmethod
-    def build(cls, model: PagedLlama, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> "DecodeGraph | None":
-        """Compile (timed, on a dummy batch); None, with a warning, where that fails."""
+    def build(
+        cls, model: PagedLlama, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], cpu_kernel: bool = False
+    ) -> "DecodeGraph | None":
+        """Compile (timed, on a dummy batch); None, with a warning, where that fails.
+        `cpu_kernel`: attend with the CPU kernel's op instead of `paged_decode_inline`."""
         problem = compiler_problem(kv_caches[0][0].device)
         if problem is None:
-            graph = cls(model, kv_caches, torch.compile(decode_forward, fullgraph=True))
+            attention = paged_decode_inline
+            if cpu_kernel:
+                from rollout.kernels.cpu.attention import paged_decode_cpu_op as attention
+            graph = cls(model, kv_caches, torch.compile(decode_forward, fullgraph=True), attention)
             start = time.perf_counter()
             try:
                 graph.warm_up()
@@ -196,6 +208,8 @@ class DecodeGraph:
             torch._dynamo.mark_dynamic(tensor, 0)
         torch._dynamo.mark_dynamic(block_tables, 1)
         try:
-            return self._forward(self.model, self.kv_caches, input_ids, positions, block_tables, num_cached, new_visible)
+            return self._forward(
+                self.model, self.kv_caches, self._attention, input_ids, positions, block_tables, num_cached, new_visible
+            )
         except _compile_errors() as e:
             raise CompileFailed(f"torch.compile failed: {type(e).__name__}: {_first_line(e)}") from e

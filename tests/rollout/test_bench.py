@@ -8,11 +8,10 @@ import argparse
 import json
 
 import pytest
-import torch
 
 import benchmarks.engine as bench_engine
 from actors.commands import bench
-from rollout.paged.decode_graph import compiler_problem
+from rollout.kernels.cpu import build
 
 REQUIRED = (
     "paged_tokens_per_s", "hf_tokens_per_s", "speedup_vs_hf", "fork_prefill_tokens",
@@ -40,8 +39,9 @@ def test_a_shrunken_run_prints_a_table_then_one_json_line(monkeypatch, capsys, k
     lines = capsys.readouterr().out.strip().splitlines()
     figures = json.loads(lines[-1])
     assert all(key in figures for key in REQUIRED)
-    # The paged decode step is compiled by default, wherever torch.compile can run.
-    assert figures["paged_compile_decode"] == (compiler_problem(torch.device("cpu")) is None)
+    # The engine's defaults: the C kernels where they build, no torch.compile.
+    assert figures["paged_decode_kernel"] == ("cpu" if build.available() is None else "torch")
+    assert figures["paged_compile_decode"] is False
     assert any("speedup paged / hf" in line for line in lines[:-1])
     if not bench_engine.vllm_installed():  # with vllm: tests_vllm/test_vllm_bench.py
         assert not any("vllm" in line for line in lines)

@@ -15,7 +15,7 @@ def test_every_field_is_documented():
 
 def test_defaults_are_the_embedded_cpu_engine():
     config = build(EngineConfig, {})
-    assert (config.backend, config.device, config.decode_kernel, config.block_size) == ("paged", "cpu", "torch", 16)
+    assert (config.backend, config.device, config.decode_kernel, config.block_size) == ("paged", "cpu", "auto", 16)
 
 
 @pytest.mark.parametrize(
@@ -25,6 +25,8 @@ def test_defaults_are_the_embedded_cpu_engine():
         ({"block_size": 12}, "engine.block_size: must be a power of two; got 12"),
         ({"max_num_seqs": 256, "max_num_batched_tokens": 128}, "engine.max_num_batched_tokens: must be >= max_num_seqs (256)"),
         ({"decode_kernel": "triton"}, "engine.decode_kernel: triton runs on a GPU"),
+        ({"decode_kernel": "cpu", "device": "cuda"}, "engine.decode_kernel: cpu runs float32 on a CPU (here float32 on cuda)"),
+        ({"decode_kernel": "cpu", "dtype": "bfloat16"}, "engine.decode_kernel: cpu runs float32 on a CPU (here bfloat16 on cpu)"),
         ({"kv_cache_mb": 0}, "engine.kv_cache_mb: must be > 0"),
     ],
 )

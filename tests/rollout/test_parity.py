@@ -1,7 +1,9 @@
 """The paged engine against transformers: greedy tokens, logprobs, batched vs unbatched.
 
-Both presets with fixed-seed random weights, float32. Prompts of 5 to 40 tokens cover a
-partial block, several blocks, and (with a 16-token step budget) chunked prefill.
+Both presets with fixed-seed random weights, float32, with the default attention kernel
+(the C one on a CPU) and, for tiny, with torch's matmul and attention paths. Prompts of 5
+to 40 tokens cover a partial block, several blocks, and (with a 16-token step budget)
+chunked prefill.
 """
 from __future__ import annotations
 
@@ -15,11 +17,16 @@ GREEDY = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
 PROMPTS = random_prompts([5, 17, 33, 40], seed=1)
 
 
-@pytest.fixture(scope="module", params=[("tiny", True), ("small", True), ("tiny", False)], ids=["tiny", "small", "tiny-plain-linear"])
+@pytest.fixture(
+    scope="module",
+    params=[("tiny", True, "auto"), ("small", True, "auto"), ("tiny", False, "torch")],
+    ids=["tiny", "small", "tiny-torch-paths"],  # auto: the CPU attention kernel where it builds
+)
 def engines(request, tokenizer):
-    preset, packed_linear = request.param
+    preset, packed_linear, decode_kernel = request.param
     model = request.getfixturevalue(preset)
-    paged = make_engine("paged", model, tokenizer, EngineConfig(num_kv_blocks=128, packed_linear=packed_linear))
+    config = EngineConfig(num_kv_blocks=128, packed_linear=packed_linear, decode_kernel=decode_kernel)
+    paged = make_engine("paged", model, tokenizer, config)
     hf = make_engine("hf", model, tokenizer, EngineConfig(backend="hf"))
     yield model, paged, hf
     paged.close()

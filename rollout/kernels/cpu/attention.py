@@ -1,0 +1,85 @@
+"""Paged decode attention in C (attention.c): the CPU path of EngineConfig.decode_kernel=cpu.
+
+    out = paged_decode_cpu(q, k_cache, v_cache, DecodeBatch(block_tables, context_lens), scale)
+    out = torch.ops.treadle.paged_decode_cpu(q, k_new, v_new, k_cache, v_cache,
+                                             block_tables, num_cached, new_visible, scale)
+
+The first form is `paged_decode_torch`'s (rollout/kernels/paged_decode.py), for steps
+whose new K/V are already in the cache. The second is `paged_decode_inline`'s
+(rollout/kernels/paged_decode_inline.py), for the compiled decode step, whose new K/V
+are arguments; it is a torch custom op, so torch.compile calls it as one opaque kernel.
+
+Why a kernel of its own: on CPU a decode step of a small model spent 40% of its time in
+attention, both as gather + SDPA (which copies every sequence's history out of the
+paged cache in every layer) and as inductor's fusion of `paged_decode_inline` (which
+computes a block index per element and does not vectorise its reductions). This kernel
+reads each cached key and value once, in place, for every query head of its KV head,
+vectorises over head_dim, and splits (sequence, KV head) items over torch's OpenMP
+threads: on the tiny preset's shapes (batch 64, about 100 keys) 55-85 us a call with the
+cache warm, against 460 us for gather + SDPA and 830 us for the compiled inline form.
+
+Float32 CPU tensors only (the engine chooses the torch path for anything else).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from rollout.kernels.cpu.build import FLOAT, INT, POINTER, SIZE, function
+from rollout.kernels.paged_decode import DecodeBatch
+
+
+@functools.cache
+def _kernel():
+    return function("treadle_paged_decode_f32", *[POINTER] * 9, *[SIZE] * 6, FLOAT, INT, restype=INT)
+
+
+def check_float32(**tensors: torch.Tensor) -> None:
+    for name, tensor in tensors.items():
+        if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
+            raise ValueError(f"CPU kernel: {name} must be a float32 CPU tensor, got {tensor.dtype} on {tensor.device}")
+
+
+def attend(q, k_new, v_new, k_cache, v_cache, block_tables, num_cached, new_visible, scale: float) -> torch.Tensor:
+    """Both forms' work; k_new, v_new, new_visible None: every key is in the cache."""
+    check_float32(q=q, k_cache=k_cache, v_cache=v_cache)
+    num_seqs, num_heads, head_dim = q.shape
+    _, block_size, kv_heads, _ = k_cache.shape
+    q, k_cache, v_cache = q.contiguous(), k_cache.contiguous(), v_cache.contiguous()
+    block_tables, num_cached = block_tables.contiguous(), num_cached.contiguous()
+    if k_new is not None:
+        check_float32(k_new=k_new, v_new=v_new)
+        k_new, v_new, new_visible = k_new.contiguous(), v_new.contiguous(), new_visible.contiguous()
+    out = torch.empty_like(q)
+    status = _kernel()(
+        q.data_ptr(), _pointer(k_new), _pointer(v_new), k_cache.data_ptr(), v_cache.data_ptr(),
+        block_tables.data_ptr(), num_cached.data_ptr(), _pointer(new_visible), out.data_ptr(),
+        num_seqs, num_heads, kv_heads, head_dim, block_size, block_tables.shape[1], scale, torch.get_num_threads(),
+    )
+    if status != 0:
+        raise MemoryError("paged decode attention (CPU): out of memory for its per-thread scores")
+    return out
+
+
+def _pointer(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def paged_decode_cpu(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch: DecodeBatch, scale: float) -> torch.Tensor:
+    """`paged_decode_torch`'s contract."""
+    return attend(q, None, None, k_cache, v_cache, batch.block_tables, batch.context_lens, None, scale)
+
+
+@torch.library.custom_op("treadle::paged_decode_cpu", mutates_args=())
+def paged_decode_cpu_op(
+    q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+    block_tables: torch.Tensor, num_cached: torch.Tensor, new_visible: torch.Tensor, scale: float,
+) -> torch.Tensor:
+    """`paged_decode_inline`'s contract."""
+    return attend(q, k_new, v_new, k_cache, v_cache, block_tables, num_cached, new_visible, scale)
+
+
+@paged_decode_cpu_op.register_fake
+def _(q, k_new, v_new, k_cache, v_cache, block_tables, num_cached, new_visible, scale):
+    return torch.empty_like(q)

@@ -1,0 +1,196 @@
+"""The CPU kernels (C, rollout/kernels/cpu) against their torch references.
+
+Attention: the kernel tests' tiny case (head_dim 8) takes the kernel's scalar path; head
+sizes that are multiples of 16 take its vector path, with 1, 2 and 3 query heads per KV
+head and context lengths that end mid-block. Both call forms are checked: the eager one
+(new K/V already in the cache) against `paged_decode_torch`, the compiled step's op (new
+K/V as arguments) against `paged_decode_inline`. The elementwise kernels against
+rollout/paged/model.py's functions, on widths with and without a partial vector. Then
+the build (a failure names the compiler and its error; a built library is reused) and
+what happens where the kernels cannot be built: `auto` warns and takes the torch path,
+`cpu` by name is refused.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torch.nn.functional as F
+from transformers import LlamaConfig
+
+from rollout.errors import EngineConfigError
+from rollout.kernels.cpu import attention as cpu_kernel
+from rollout.kernels.cpu import build
+from rollout.kernels.cpu.elementwise import add_rms_norm, rope_write, silu_mul
+from rollout.kernels.paged_decode import DecodeBatch, choose_kernel, paged_decode_torch
+from rollout.kernels.paged_decode_inline import paged_decode_inline
+from rollout.paged.model import Rope, apply_rope, rms_norm
+from tests.rollout.test_paged_decode_kernel import case, dense_reference
+
+if build.available() is not None:
+    pytest.skip(f"the CPU kernels cannot be built here: {build.available()}", allow_module_level=True)
+
+
+def wide_case(head_dim: int, heads: int, kv_heads: int, seed: int = 0):
+    """Blocks of 16 slots out of order, lengths from one key to past three blocks."""
+    g = torch.Generator().manual_seed(seed)
+    num_blocks, block_size = 24, 16
+    k_cache = torch.randn(num_blocks, block_size, kv_heads, head_dim, generator=g)
+    v_cache = torch.randn(num_blocks, block_size, kv_heads, head_dim, generator=g)
+    lens = torch.tensor([1, 16, 17, 50, 64])
+    tables = torch.randperm(num_blocks, generator=g)[:20].view(5, 4)
+    q = torch.randn(5, heads, head_dim, generator=g)
+    return q, k_cache, v_cache, DecodeBatch(tables, lens)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scalar_path_matches_the_torch_path(seed):
+    q, k_cache, v_cache, batch = case(seed)
+    expected = paged_decode_torch(q, k_cache, v_cache, batch, 0.3)
+    torch.testing.assert_close(cpu_kernel.paged_decode_cpu(q, k_cache, v_cache, batch, 0.3), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("head_dim", "heads", "kv_heads"), [(32, 4, 2), (64, 6, 2), (128, 2, 2), (48, 3, 1)])
+def test_vector_path_matches_dense_attention(head_dim, heads, kv_heads):
+    q, k_cache, v_cache, batch = wide_case(head_dim, heads, kv_heads)
+    expected = dense_reference(q, k_cache, v_cache, batch, head_dim**-0.5)
+    out = cpu_kernel.paged_decode_cpu(q, k_cache, v_cache, batch, head_dim**-0.5)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head_dim", [8, 32])
+def test_padding_and_stale_slots_are_ignored(head_dim):
+    q, k_cache, v_cache, batch = case() if head_dim == 8 else wide_case(head_dim, 4, 2)
+    before = cpu_kernel.paged_decode_cpu(q, k_cache, v_cache, batch, 0.3)
+    seen = torch.zeros(k_cache.shape[:2], dtype=torch.bool)
+    block_size = k_cache.shape[1]
+    for table, length in zip(batch.block_tables.tolist(), batch.context_lens.tolist()):
+        for position in range(length):
+            seen[table[position // block_size], position % block_size] = True
+    k_cache[~seen], v_cache[~seen] = 1e4, -1e4
+    torch.testing.assert_close(cpu_kernel.paged_decode_cpu(q, k_cache, v_cache, batch, 0.3), before)
+
+
+def test_far_apart_scores_give_the_top_key_all_the_weight():
+    """Scores 100 apart: exp of the difference is 0, not a NaN or an overflow."""
+    q, k_cache, v_cache, batch = wide_case(32, 4, 2)
+    q = q * 200
+    expected = dense_reference(q, k_cache, v_cache, batch, 1.0)
+    torch.testing.assert_close(cpu_kernel.paged_decode_cpu(q, k_cache, v_cache, batch, 1.0), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head_dim", [8, 32])
+def test_op_with_new_keys_matches_the_inline_attention(head_dim):
+    q, k_cache, v_cache, batch = case() if head_dim == 8 else wide_case(head_dim, 4, 2)
+    num_seqs, kv_heads = q.shape[0], k_cache.shape[2]
+    g = torch.Generator().manual_seed(5)
+    k_new, v_new = torch.randn(num_seqs, kv_heads, head_dim, generator=g), torch.randn(num_seqs, kv_heads, head_dim, generator=g)
+    num_cached = batch.context_lens - 1
+    num_cached[0] = 0  # a row that sees only its new key
+    visible = torch.ones(num_seqs, dtype=torch.bool)
+    visible[1] = False  # a row whose new key is already cached
+    args = (q, k_new, v_new, k_cache, v_cache, batch.block_tables, num_cached, visible, 0.3)
+    expected = paged_decode_inline(*args)
+    torch.testing.assert_close(cpu_kernel.paged_decode_cpu_op(*args), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.ops.treadle.paged_decode_cpu(*args), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_row_with_no_key_gets_zeros():
+    q, k_cache, v_cache, batch = wide_case(32, 4, 2)
+    out = cpu_kernel.paged_decode_cpu(q, k_cache, v_cache, DecodeBatch(batch.block_tables, torch.tensor([0, 3, 0, 1, 2])), 0.3)
+    assert out[0].abs().sum() == 0 and out[2].abs().sum() == 0 and out[1].abs().sum() > 0
+
+
+def test_other_dtypes_are_refused_by_name():
+    q, k_cache, v_cache, batch = wide_case(32, 4, 2)
+    with pytest.raises(ValueError, match="CPU kernel: k_cache must be a float32 CPU tensor, got torch.bfloat16"):
+        cpu_kernel.paged_decode_cpu(q, k_cache.bfloat16(), v_cache, batch, 0.3)
+
+
+
+@pytest.mark.parametrize("dim", [128, 40])
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_add_rms_norm_matches_the_model(dim, with_residual):
+    g = torch.Generator().manual_seed(dim)
+    h, delta, weight = torch.randn(5, dim, generator=g), torch.randn(5, dim, generator=g), torch.randn(dim, generator=g)
+    expected_h = h + delta if with_residual else h.clone()
+    out = torch.empty_like(h)
+    add_rms_norm(h, delta if with_residual else None, weight, 1e-6, out=out)
+    torch.testing.assert_close(h, expected_h, atol=0, rtol=0)
+    torch.testing.assert_close(out, rms_norm(expected_h, weight, 1e-6), atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("inter", [384, 20])
+def test_silu_mul_matches_torch_over_the_whole_range(inter):
+    g = torch.Generator().manual_seed(inter)
+    gate_up = torch.randn(6, 2 * inter, generator=g) * 30  # silu's tails: exp of -90 .. 90
+    gate, up = gate_up.chunk(2, dim=-1)
+    torch.testing.assert_close(silu_mul(gate_up), F.silu(gate) * up, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head_dim", [32, 8])
+def test_rope_write_rotates_q_and_writes_the_rotated_k_and_v(head_dim):
+    heads, kv_heads, rows = 4, 2, 5
+    g = torch.Generator().manual_seed(head_dim)
+    qkv = torch.randn(rows, (heads + 2 * kv_heads) * head_dim, generator=g)
+    positions = torch.tensor([0, 3, 7, 100, 5])
+    rope = Rope(LlamaConfig(hidden_size=heads * head_dim, num_attention_heads=heads), head_dim, 128, torch.float32, "cpu")
+    k_cache, v_cache = torch.full((16, 2, kv_heads, head_dim), 7.0), torch.full((16, 2, kv_heads, head_dim), 7.0)
+    slots = torch.tensor([3, -1, 0, 31, 8])  # row 1's KV is cached already: written nowhere
+    q = rope_write(qkv, positions, rope.cos, rope.signed_sin, k_cache, v_cache, slots, heads)
+    cos, sin = rope(positions)
+    qk = apply_rope(qkv[:, : (heads + kv_heads) * head_dim].view(rows, -1, head_dim), cos, sin)
+    torch.testing.assert_close(q, qk[:, :heads], atol=1e-6, rtol=1e-6)
+    keys, values = k_cache.view(-1, kv_heads, head_dim), v_cache.view(-1, kv_heads, head_dim)
+    written = [r for r, slot in enumerate(slots.tolist()) if slot >= 0]
+    torch.testing.assert_close(keys[slots[written]], qk[written, heads:], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(values[slots[written]], qkv[written, (heads + kv_heads) * head_dim :].view(-1, kv_heads, head_dim))
+    untouched = torch.ones(32, dtype=torch.bool)
+    untouched[slots[written]] = False
+    assert (keys[untouched] == 7).all() and (values[untouched] == 7).all()
+
+
+def test_elementwise_kernels_refuse_strided_rows():
+    h = torch.randn(4, 64)[:, :32]
+    with pytest.raises(ValueError, match="CPU kernel: h must be contiguous"):
+        add_rms_norm(h, None, torch.ones(32), 1e-6, out=torch.empty(4, 32))
+
+def test_a_failed_build_names_the_compiler_and_its_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TREADLE_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-cc")
+    with pytest.raises(build.KernelUnavailable, match="'no-such-cc' does not run"):
+        build.build()
+    sources = tmp_path / "src"
+    sources.mkdir()
+    (sources / "broken.c").write_text("this is not C\n")
+    monkeypatch.delenv("CC")
+    with pytest.raises(build.KernelUnavailable, match="could not build broken.c: .*error"):
+        build.build(sources)
+    assert list(tmp_path.glob("*.so")) == []
+
+
+def test_a_built_library_is_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TREADLE_KERNEL_CACHE", str(tmp_path))
+    first = build.build()
+    stamp = first.stat().st_mtime_ns
+    assert build.build() == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left behind
+
+
+def test_auto_takes_the_kernel_on_a_cpu_in_float32_only():
+    cpu = torch.device("cpu")
+    assert choose_kernel("auto", cpu, torch.float32) == "cpu"
+    assert choose_kernel("auto", cpu, torch.bfloat16) == "torch"
+    assert choose_kernel("torch", cpu, torch.float32) == "torch"
+    with pytest.raises(EngineConfigError, match="decode_kernel=cpu runs float32 on a CPU, not torch.bfloat16"):
+        choose_kernel("cpu", cpu, torch.bfloat16)
+
+
+def test_without_the_kernel_auto_warns_and_cpu_is_refused(monkeypatch):
+    monkeypatch.setattr(build, "available", lambda: "no C compiler (cc or gcc, or $CC) on PATH")
+    cpu = torch.device("cpu")
+    with pytest.warns(RuntimeWarning, match="the CPU kernel is unavailable \\(no C compiler"):
+        assert choose_kernel("auto", cpu, torch.float32) == "torch"
+    with pytest.raises(EngineConfigError, match="engine.decode_kernel=cpu: no C compiler"):
+        choose_kernel("cpu", cpu, torch.float32)
+
