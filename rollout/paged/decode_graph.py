@@ -14,7 +14,7 @@ Steps with a prefill chunk keep the eager path: their shapes vary more and they 
 Measured on the tiny preset (batch 64, 2-core CPU shared with other jobs, so noisy): with
 the torch kernel, decode steps about 10-30% faster than eager at 2 threads (fewer OpenMP
 fork/joins), about even at 1 thread. With the C kernels the eager step
-(rollout/paged/decode_cpu.py) is the faster: dynamo's guards and the compiled graph's
+(rollout/paged/ops.py: CpuOps) is the faster: dynamo's guards and the compiled graph's
 Python wrapper cost more per step than the elementwise work they fuse. Off by default.
 
 What stays correct:

@@ -3,7 +3,9 @@
 Tokens of all scheduled chunks are concatenated (no padding): embeddings, norms, the
 fused q/k/v and gate/up projections and the MLP run on [num_tokens, hidden] at once;
 only attention looks at sequence boundaries, through the paged KV cache
-(rollout/paged/attention.py). Logits are computed only for the rows that sample.
+(rollout/paged/attention.py). Logits are computed only for the rows that sample. The
+norms, RoPE with the KV write, and the SiLU gate are `ops` (rollout/paged/ops.py): torch
+ops, or the C kernels of the CPU path.
 
 The arithmetic follows transformers' LlamaForCausalLM step for step (RMSNorm in float32,
 RoPE with the rotate-half convention and the same cos/sin, SiLU-gated MLP) so greedy
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from transformers import PretrainedConfig
 
 from rollout.errors import UnsupportedModel
-from rollout.paged.attention import AttentionBatch, DecodeFn, paged_attention, write_kv
+from rollout.paged.attention import AttentionBatch, DecodeFn, paged_attention
 from rollout.paged.linear import Linear
 from rollout.paged.weights import LlamaWeights, ModelShape
 
@@ -73,11 +75,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class PagedLlama:
-    def __init__(self, shape: ModelShape, weights: LlamaWeights, rope: Rope, decode: DecodeFn, packed_linear: bool):
+    def __init__(self, shape: ModelShape, weights: LlamaWeights, rope: Rope, decode: DecodeFn, packed_linear: bool, ops):
+        """`ops`: the elementwise work between the matmuls, rollout/paged/ops.py's TorchOps or CpuOps."""
         self.shape = shape
         self.weights = weights
         self.rope = rope
         self.decode = decode
+        self.ops = ops
         self.scale = shape.head_dim**-0.5
         self.linears = [
             (
@@ -105,24 +109,19 @@ class PagedLlama:
         batch: AttentionBatch,
         logits_rows: torch.Tensor,
     ) -> torch.Tensor:
-        """Float32 logits [len(logits_rows), vocab] of the rows that sample."""
-        s, w = self.shape, self.weights
-        num_tokens = input_ids.shape[0]
-        q_size, kv_size = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-        cos, sin = self.rope(positions)
+        """Float32 logits [len(logits_rows), vocab] of the rows that sample.
+
+        Each layer's MLP output is added to the residual stream by the next layer's norm
+        (the final norm for the last layer), which is where transformers adds it too."""
+        w = self.weights
+        step = self.ops.for_step(positions, batch)
         h = F.embedding(input_ids, w.embed)
+        mlp_out = None
         for layer, (qkv_proj, o_proj, gate_up_proj, down_proj), (k_cache, v_cache) in zip(w.layers, self.linears, kv_caches):
-            x = rms_norm(h, layer.input_norm, s.rms_norm_eps)
-            qkv = qkv_proj(x)
-            # Rotate q and k heads together: one set of elementwise ops instead of two.
-            qk = apply_rope(qkv[:, : q_size + kv_size].view(num_tokens, -1, s.head_dim), cos, sin)
-            q, k = qk[:, : s.num_heads], qk[:, s.num_heads :]
-            v = qkv[:, q_size + kv_size :].view(num_tokens, s.num_kv_heads, s.head_dim)
-            write_kv(k_cache, v_cache, k, v, batch)
+            h, x = step.add_rms_norm(h, mlp_out, layer.input_norm)
+            q = step.rope_write(qkv_proj(x), k_cache, v_cache)  # writes the new K/V before attention reads
             attn = paged_attention(q, k_cache, v_cache, batch, self.scale, self.decode)
-            h = h + o_proj(attn.reshape(num_tokens, q_size))
-            x = rms_norm(h, layer.post_norm, s.rms_norm_eps)
-            gate, up = gate_up_proj(x).chunk(2, dim=-1)
-            h = h + down_proj(F.silu(gate) * up)
-        h = rms_norm(h.index_select(0, logits_rows), w.norm, s.rms_norm_eps)
-        return self.lm_head(h).float()
+            h, x = step.add_rms_norm(h, o_proj(attn.reshape(h.shape[0], -1)), layer.post_norm)
+            mlp_out = down_proj(step.silu_mul(gate_up_proj(x)))
+        _, x = step.add_rms_norm(h.index_select(0, logits_rows), mlp_out.index_select(0, logits_rows), w.norm)
+        return self.lm_head(x).float()

@@ -17,10 +17,10 @@ from transformers import PretrainedConfig
 from rollout.checkpoint import apply_weight_update, plan_weight_update
 from rollout.kernels.paged_decode import DecodeBatch, Workspace, choose_kernel, decode_function
 from rollout.paged.attention import AttentionBatch, PrefillGroup, prefill_mask
-from rollout.paged.decode_cpu import decode_forward_cpu
 from rollout.paged.decode_graph import CompileFailed, DecodeGraph, warn_eager
 from rollout.paged.layout import lay_out
 from rollout.paged.model import PagedLlama, Rope
+from rollout.paged.ops import CpuOps, TorchOps
 from rollout.paged.sampler import SamplingRow, sample
 from rollout.paged.scheduler import Chunk
 from rollout.paged.sequence import Sequence
@@ -61,7 +61,8 @@ class ModelRunner:
         ]
         rope = Rope(config, self.shape.head_dim, max_model_len, dtype, self.device)
         self.decode_kernel = choose_kernel(decode_kernel, self.device, dtype)
-        self.model = PagedLlama(self.shape, self.weights, rope, decode_function(self.decode_kernel), packed_linear)
+        ops = (CpuOps if self.decode_kernel == "cpu" else TorchOps)(self.shape, rope)
+        self.model = PagedLlama(self.shape, self.weights, rope, decode_function(self.decode_kernel), packed_linear, ops)
         self.workspace = Workspace()
         self.decode_graph = (
             DecodeGraph.build(self.model, self.kv_caches, cpu_kernel=self.decode_kernel == "cpu") if compile_decode else None
@@ -90,14 +91,12 @@ class ModelRunner:
             except CompileFailed as e:  # a recompilation failed: decode eagerly from now on
                 warn_eager(str(e))
                 self.decode_graph = None
-        if logits is None and self.decode_kernel == "cpu" and not layout.prefills:
-            logits = self._run_decode_cpu(layout, ids, positions, slots, write_rows, logits_rows, tables, context_lens)
         if logits is None:
             logits = self._run_eager(layout, ids, positions, slots, write_rows, logits_rows, tables, context_lens, prefill_tensors)
         if not layout.samplers:
             return []
         rows = [SamplingRow(c.seq.sampling, self._generator_for(c.seq)) for c in layout.samplers]
-        tokens, logprobs = sample(logits, rows, self.generator)
+        tokens, logprobs = sample(logits, rows, self.generator, cpu_kernel=self.decode_kernel == "cpu")
         return list(zip([c.seq for c in layout.samplers], tokens, logprobs))
 
     def _run_decode_graph(self, layout, ids, positions, slots, write_rows, logits_rows, tables, context_lens) -> torch.Tensor:
@@ -114,16 +113,6 @@ class ModelRunner:
         if len(layout.logits_rows) < layout.num_decode:
             logits = logits.index_select(0, logits_rows)
         return logits
-
-    def _run_decode_cpu(self, layout, ids, positions, slots, write_rows, logits_rows, tables, context_lens) -> torch.Tensor:
-        """A step of one-token chunks only, through the C kernels (rollout/paged/decode_cpu.py)."""
-        if not layout.all_written:  # rows whose KV is already cached write nothing
-            slots = torch.full_like(ids, -1).index_copy_(0, write_rows, slots)
-        every_row = len(layout.logits_rows) == layout.num_decode
-        return decode_forward_cpu(
-            self.model, self.kv_caches, ids, positions, slots, tables.view(layout.num_decode, layout.decode_max_blocks),
-            context_lens, None if every_row else logits_rows,
-        )
 
     def _run_eager(self, layout, ids, positions, slots, write_rows, logits_rows, tables, context_lens, prefill_tensors):
         dtype = self.kv_caches[0][0].dtype

@@ -22,6 +22,7 @@ from rollout.errors import EngineConfigError
 from rollout.kernels.cpu import attention as cpu_kernel
 from rollout.kernels.cpu import build
 from rollout.kernels.cpu.elementwise import add_rms_norm, rope_write, silu_mul
+from rollout.kernels.cpu.sampling import sample_rows
 from rollout.kernels.paged_decode import DecodeBatch, choose_kernel, paged_decode_torch
 from rollout.kernels.paged_decode_inline import paged_decode_inline
 from rollout.paged.model import Rope, apply_rope, rms_norm
@@ -154,6 +155,35 @@ def test_elementwise_kernels_refuse_strided_rows():
     h = torch.randn(4, 64)[:, :32]
     with pytest.raises(ValueError, match="CPU kernel: h must be contiguous"):
         add_rms_norm(h, None, torch.ones(32), 1e-6, out=torch.empty(4, 32))
+
+
+def reference_draw(logits: torch.Tensor, temperatures: list[float], uniforms: torch.Tensor) -> torch.Tensor:
+    """rollout/paged/sampler.py's rule: CDF of softmax(logits / t) in float64, searched at u * total."""
+    cdf = torch.softmax(logits / torch.tensor(temperatures)[:, None], dim=-1).double().cumsum(dim=-1)
+    return torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True)[:, 0]
+
+
+@pytest.mark.parametrize("vocab", [1100, 37])
+def test_sampling_draws_the_reference_tokens_with_the_policy_logprobs(vocab):
+    g = torch.Generator().manual_seed(vocab)
+    logits = torch.randn(48, vocab, generator=g) * 3
+    temperatures = [1.0] * 16 + [0.7] * 16 + [0.0] * 16
+    uniforms = torch.rand(48, dtype=torch.float64, generator=g)
+    tokens, logprobs = sample_rows(logits, temperatures, uniforms)
+    sampled = reference_draw(logits[:32], temperatures[:32], uniforms[:32])
+    assert tokens == sampled.tolist() + logits[32:].argmax(dim=-1).tolist()
+    expected = logits.log_softmax(dim=-1).gather(1, torch.tensor(tokens)[:, None])[:, 0]
+    torch.testing.assert_close(torch.tensor(logprobs), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_never_draws_a_token_of_zero_probability():
+    logits = torch.full((4, 40), -1e4)
+    logits[:, [3, 17, 35]] = torch.tensor([1.0, 2.0, 1.5])  # the rest have probability 0
+    logits[3, 3], logits[3, 17], logits[3, 35] = 0.5, 1.0, 1.0  # a tie: greedy takes the first index
+    uniforms = torch.tensor([0.0, 1.0 - 2**-53, 0.5, 0.9], dtype=torch.float64)
+    tokens, logprobs = sample_rows(logits, [1.0, 1.0, 0.5, 0.0], uniforms)
+    assert tokens[:2] == [3, 35] and tokens[2] in (3, 17, 35) and tokens[3] == 17
+    assert all(p <= 0 for p in logprobs)
 
 def test_a_failed_build_names_the_compiler_and_its_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TREADLE_KERNEL_CACHE", str(tmp_path))

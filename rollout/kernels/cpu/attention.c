@@ -65,17 +65,57 @@ static inline const float *key_row(const Item *it, const float *base, int64_t t)
     return base + it->table[t / it->block_size] * it->block_stride + (t % it->block_size) * it->row_stride;
 }
 
+/* out[h] = sum_t p[h][t] v_t for `heads` (1 or 2, a constant once inlined) consecutive
+ * query heads, whose probabilities are `max_keys` apart: each value row is read once for
+ * both, and the sums stay in registers. */
+static inline __attribute__((always_inline)) void weighted_values(const Item *it, const int64_t head_dim,
+                                                                  const int heads, const float *p, float *out) {
+    enum { MAX_CHUNKS = 8 };
+    const int64_t chunks = head_dim / LANES;
+    vf sum[2][MAX_CHUNKS];
+    for (int h = 0; h < heads; ++h)
+        for (int64_t c = 0; c < chunks; ++c) sum[h][c] = splat(0.0f);
+    for (int64_t start = 0, block = 0; start < it->cached; start += it->block_size, ++block) {
+        const float *values = it->values + it->table[block] * it->block_stride;
+        const int64_t n = it->cached - start < it->block_size ? it->cached - start : it->block_size;
+        if (start + it->block_size < it->cached) prefetch_block(it, it->values, block + 1, head_dim);
+        for (int64_t j = 0; j < n; ++j) {
+            const float *v = values + j * it->row_stride;
+            for (int h = 0; h < heads; ++h) {
+                const vf weight = splat(p[h * it->max_keys + start + j]);
+                for (int64_t c = 0; c < chunks; ++c) sum[h][c] += weight * load(v + c * LANES);
+            }
+        }
+    }
+    for (int h = 0; h < heads; ++h) {
+        if (it->v_new != NULL)
+            for (int64_t c = 0; c < chunks; ++c) sum[h][c] += splat(p[h * it->max_keys + it->cached]) * load(it->v_new + c * LANES);
+        for (int64_t c = 0; c < chunks; ++c) store(out + h * head_dim + c * LANES, sum[h][c]);
+    }
+}
+
 /* head_dim a multiple of LANES; inlined with a constant head_dim. `queries` holds the
  * group's queries, already scaled; `out` the group's outputs, consecutive. */
 static inline __attribute__((always_inline)) void attend_vector(const Item *it, const int64_t head_dim,
                                                                 const float *queries, float *scores, float *out) {
-    enum { MAX_CHUNKS = 8 };
     const int64_t chunks = head_dim / LANES, num_keys = it->cached + (it->k_new != NULL);
     for (int64_t start = 0, block = 0; start < it->cached; start += it->block_size, ++block) {
         const float *keys = it->keys + it->table[block] * it->block_stride;
         const int64_t n = it->cached - start < it->block_size ? it->cached - start : it->block_size;
         if (start + it->block_size < it->cached) prefetch_block(it, it->keys, block + 1, head_dim);
-        for (int64_t j = 0; j < n; ++j) {
+        int64_t j = 0;
+        for (; j + LANES <= n; j += LANES) /* 16 keys at a time: one tree of sums for all */
+            for (int64_t g = 0; g < it->group; ++g) {
+                const float *q = queries + g * head_dim;
+                vf products[LANES];
+                for (int key = 0; key < LANES; ++key) {
+                    const float *k = keys + (j + key) * it->row_stride;
+                    products[key] = load(q) * load(k);
+                    for (int64_t c = 1; c < chunks; ++c) products[key] += load(q + c * LANES) * load(k + c * LANES);
+                }
+                store(scores + g * it->max_keys + start + j, hsum16(products));
+            }
+        for (; j < n; ++j) {
             const float *k = keys + j * it->row_stride;
             for (int64_t g = 0; g < it->group; ++g) {
                 const float *q = queries + g * head_dim;
@@ -92,23 +132,9 @@ static inline __attribute__((always_inline)) void attend_vector(const Item *it, 
             scores[g * it->max_keys + it->cached] = hsum(dot);
         }
     for (int64_t g = 0; g < it->group; ++g) softmax_vector(scores + g * it->max_keys, num_keys);
-    for (int64_t g = 0; g < it->group; ++g) {
-        const float *p = scores + g * it->max_keys;
-        vf sum[MAX_CHUNKS];
-        for (int64_t c = 0; c < chunks; ++c) sum[c] = splat(0.0f);
-        for (int64_t start = 0, block = 0; start < it->cached; start += it->block_size, ++block) {
-            const float *values = it->values + it->table[block] * it->block_stride;
-            const int64_t n = it->cached - start < it->block_size ? it->cached - start : it->block_size;
-            if (start + it->block_size < it->cached) prefetch_block(it, it->values, block + 1, head_dim);
-            for (int64_t j = 0; j < n; ++j) {
-                const vf weight = splat(p[start + j]);
-                for (int64_t c = 0; c < chunks; ++c) sum[c] += weight * load(values + j * it->row_stride + c * LANES);
-            }
-        }
-        if (it->v_new != NULL)
-            for (int64_t c = 0; c < chunks; ++c) sum[c] += splat(p[it->cached]) * load(it->v_new + c * LANES);
-        for (int64_t c = 0; c < chunks; ++c) store(out + g * head_dim + c * LANES, sum[c]);
-    }
+    int64_t g = 0;
+    for (; g + 2 <= it->group; g += 2) weighted_values(it, head_dim, 2, scores + g * it->max_keys, out + g * head_dim);
+    for (; g < it->group; ++g) weighted_values(it, head_dim, 1, scores + g * it->max_keys, out + g * head_dim);
 }
 
 /* Any head_dim: the same steps in plain loops. */
@@ -153,7 +179,7 @@ int treadle_paged_decode_f32(
             failed = 1;
         }
         float *queries = scores + group * max_keys;
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, kv_heads)
         for (int64_t item = 0; item < num_seqs * kv_heads; ++item) {
             if (scores == NULL) continue;
             const int64_t seq = item / kv_heads, kv_head = item % kv_heads;

@@ -44,13 +44,18 @@ def check_float32(**tensors: torch.Tensor) -> None:
 def attend(q, k_new, v_new, k_cache, v_cache, block_tables, num_cached, new_visible, scale: float) -> torch.Tensor:
     """Both forms' work; k_new, v_new, new_visible None: every key is in the cache."""
     check_float32(q=q, k_cache=k_cache, v_cache=v_cache)
-    num_seqs, num_heads, head_dim = q.shape
-    _, block_size, kv_heads, _ = k_cache.shape
     q, k_cache, v_cache = q.contiguous(), k_cache.contiguous(), v_cache.contiguous()
     block_tables, num_cached = block_tables.contiguous(), num_cached.contiguous()
     if k_new is not None:
         check_float32(k_new=k_new, v_new=v_new)
         k_new, v_new, new_visible = k_new.contiguous(), v_new.contiguous(), new_visible.contiguous()
+    return attend_unchecked(q, k_new, v_new, k_cache, v_cache, block_tables, num_cached, new_visible, scale)
+
+
+def attend_unchecked(q, k_new, v_new, k_cache, v_cache, block_tables, num_cached, new_visible, scale: float) -> torch.Tensor:
+    """`attend` for contiguous float32 tensors (the engine's decode step)."""
+    num_seqs, num_heads, head_dim = q.shape
+    _, block_size, kv_heads, _ = k_cache.shape
     out = torch.empty_like(q)
     status = _kernel()(
         q.data_ptr(), _pointer(k_new), _pointer(v_new), k_cache.data_ptr(), v_cache.data_ptr(),

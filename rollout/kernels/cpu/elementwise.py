@@ -2,14 +2,15 @@
 
     add_rms_norm(h, delta, weight, eps, out)   h += delta; out = rms_norm(h, weight)
                                                (model.rms_norm; delta None: no residual)
-    q = rope_write(qkv, positions, rope, k_cache, v_cache, slots)
+    q = rope_write(qkv, positions, cos, signed_sin, k_cache, v_cache, slots, num_heads)
                                                model.apply_rope on q and k, then
                                                attention.write_kv of k and v (slot -1: none)
     act = silu_mul(gate_up)                    F.silu(gate) * up
 
-Float32 CPU tensors, contiguous rows (the engine's decode step: see
-rollout/paged/decode_cpu.py). Results agree with the torch references to float32
-rounding: sums run in another order, and exp is vec.h's polynomial.
+Float32 CPU tensors with contiguous rows; these functions check that and name what is
+wrong. The `*_unchecked` forms skip the checks, for the engine's decode step
+(rollout/paged/ops.py: CpuOps), whose tensors are its own. Results agree with the torch
+references to float32 rounding: sums run in another order, and exp is vec.h's polynomial.
 """
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ from rollout.kernels.cpu.build import FLOAT, INT, POINTER, SIZE, function
 
 @functools.cache
 def _kernels():
-    return {
-        "norm": function("treadle_add_rms_norm_f32", *[POINTER] * 3, FLOAT, POINTER, SIZE, SIZE, INT),
-        "rope": function("treadle_rope_write_f32", *[POINTER] * 8, *[SIZE] * 4, INT),
-        "silu": function("treadle_silu_mul_f32", POINTER, POINTER, SIZE, SIZE, INT),
-    }
+    return (
+        function("treadle_add_rms_norm_f32", *[POINTER] * 3, FLOAT, POINTER, SIZE, SIZE, INT),
+        function("treadle_rope_write_f32", *[POINTER] * 8, *[SIZE] * 4, INT),
+        function("treadle_silu_mul_f32", POINTER, POINTER, SIZE, SIZE, INT),
+    )
 
 
-def _contiguous(**tensors: torch.Tensor) -> None:
+def _check(**tensors: torch.Tensor) -> None:
     check_float32(**{name: t for name, t in tensors.items() if t.dtype != torch.long})
     for name, tensor in tensors.items():
         if not tensor.is_contiguous():
@@ -39,9 +40,13 @@ def _contiguous(**tensors: torch.Tensor) -> None:
 
 def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float, out: torch.Tensor) -> None:
     """h [rows, dim] += delta (in place, unless None); out = RMSNorm(h) * weight."""
-    _contiguous(h=h, weight=weight, out=out, **({} if delta is None else {"delta": delta}))
+    _check(h=h, weight=weight, out=out, **({} if delta is None else {"delta": delta}))
+    add_rms_norm_unchecked(h, delta, weight, eps, out)
+
+
+def add_rms_norm_unchecked(h, delta, weight, eps: float, out) -> None:
     rows, dim = h.shape
-    _kernels()["norm"](
+    _kernels()[0](
         h.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(), eps, out.data_ptr(),
         rows, dim, torch.get_num_threads(),
     )
@@ -53,11 +58,15 @@ def rope_write(
 ) -> torch.Tensor:
     """qkv [rows, (num_heads + 2 kv_heads) head_dim] -> rotated q [rows, num_heads, head_dim];
     rotated k and v written to the caches at slots[r] (skipped where slots[r] < 0)."""
-    _contiguous(qkv=qkv, positions=positions, cos=cos, signed_sin=signed_sin, k_cache=k_cache, v_cache=v_cache, slots=slots)
+    _check(qkv=qkv, positions=positions, cos=cos, signed_sin=signed_sin, k_cache=k_cache, v_cache=v_cache, slots=slots)
+    return rope_write_unchecked(qkv, positions, cos, signed_sin, k_cache, v_cache, slots, num_heads)
+
+
+def rope_write_unchecked(qkv, positions, cos, signed_sin, k_cache, v_cache, slots, num_heads: int) -> torch.Tensor:
     _, _, kv_heads, head_dim = k_cache.shape
     rows = qkv.shape[0]
     q = torch.empty(rows, num_heads, head_dim)
-    _kernels()["rope"](
+    _kernels()[1](
         qkv.data_ptr(), positions.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), q.data_ptr(),
         k_cache.data_ptr(), v_cache.data_ptr(), slots.data_ptr(), rows, num_heads, kv_heads, head_dim,
         torch.get_num_threads(),
@@ -67,8 +76,12 @@ def rope_write(
 
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """gate_up [rows, 2 inter] = [gate | up] -> silu(gate) * up [rows, inter]."""
-    _contiguous(gate_up=gate_up)
+    _check(gate_up=gate_up)
+    return silu_mul_unchecked(gate_up)
+
+
+def silu_mul_unchecked(gate_up) -> torch.Tensor:
     rows, width = gate_up.shape
     out = torch.empty(rows, width // 2)
-    _kernels()["silu"](gate_up.data_ptr(), out.data_ptr(), rows, width // 2, torch.get_num_threads())
+    _kernels()[2](gate_up.data_ptr(), out.data_ptr(), rows, width // 2, torch.get_num_threads())
     return out

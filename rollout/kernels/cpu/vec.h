@@ -11,10 +11,13 @@ typedef float vf __attribute__((vector_size(4 * LANES)));
 typedef int32_t vi __attribute__((vector_size(4 * LANES)));
 typedef float vf_unaligned __attribute__((vector_size(4 * LANES), aligned(4)));
 
+/* SHUFFLE picks lanes of v; SHUFFLE2 lanes of a (0-15) and b (16-31). */
 #ifdef __clang__
 #define SHUFFLE(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
+#define SHUFFLE2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
 #define SHUFFLE(v, ...) __builtin_shuffle(v, (vi){__VA_ARGS__})
+#define SHUFFLE2(a, b, ...) __builtin_shuffle(a, b, (vi){__VA_ARGS__})
 #endif
 
 #define EXP_FLOOR -87.0f
@@ -29,6 +32,26 @@ static inline float hsum(vf v) {
     v += SHUFFLE(v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
     v += SHUFFLE(v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
     return v[0];
+}
+
+/* The lane sums of 16 vectors, as one vector: out[j] = hsum(p[j]). A tree of two-input
+ * shuffles and adds (45 operations, against 128 for 16 hsums) that halves the lanes per
+ * vector while doubling the vectors per lane; it leaves the sums in bit-reversed order,
+ * which the last shuffle undoes. */
+static inline vf hsum16(const vf p[16]) {
+    vf a[8], b[4], c[2];
+    for (int i = 0; i < 8; ++i) /* a[i]: 8 partial sums of p[2i], then 8 of p[2i+1] */
+        a[i] = SHUFFLE2(p[2 * i], p[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+               SHUFFLE2(p[2 * i], p[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    for (int i = 0; i < 4; ++i) /* b[i]: 4 partial sums each of 4 vectors */
+        b[i] = SHUFFLE2(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+               SHUFFLE2(a[2 * i], a[2 * i + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    for (int i = 0; i < 2; ++i) /* c[i]: 2 partial sums each of 8 vectors */
+        c[i] = SHUFFLE2(b[2 * i], b[2 * i + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+               SHUFFLE2(b[2 * i], b[2 * i + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    const vf sums = SHUFFLE2(c[0], c[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
+                    SHUFFLE2(c[0], c[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    return SHUFFLE(sums, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
 }
 
 /* exp(x) for x <= 0 (a score minus the row's maximum): 2^(x log2 e) = 2^n 2^f with n
