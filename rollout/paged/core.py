@@ -113,7 +113,7 @@ class PagedCore:
             return []
         sampled = self.runner.run(chunks)
         self.scheduler.on_step_done(chunks)
-        self._prefill_tokens += sum(_prefill_tokens(chunk) for chunk in chunks)
+        self._prefill_tokens += sum(_prefill_tokens(c) for c in chunks if c.start < c.seq.prefill_end)
         finished = []
         for seq, token, logprob in sampled:
             seq.append(token, logprob, self.version)

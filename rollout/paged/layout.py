@@ -84,21 +84,26 @@ def lay_out(chunks: list[Chunk], block_size: int) -> StepLayout:
     decodes = [c for c in chunks if c.end - c.start == 1]
     prefills = [c for c in chunks if c.end - c.start > 1]
     out = StepLayout(num_decode=len(decodes))
-    out.decode_max_blocks = max((-(-c.end // bs) for c in decodes), default=0)
-    for row, chunk in enumerate(decodes):  # the common case, kept lean
-        table, position = chunk.seq.block_table, chunk.start
-        out.input_ids.append(chunk.seq.token_ids[position])
-        out.positions.append(position)
+    width = out.decode_max_blocks = max((-(-c.end // bs) for c in decodes), default=0)
+    # The common case, kept lean (local names for the lists: a decode step runs this per row).
+    input_ids, positions, slots, write_rows = out.input_ids, out.positions, out.slots, out.write_rows
+    tables, context_lens, logits_rows, samplers = out.decode_tables, out.decode_context_lens, out.logits_rows, out.samplers
+    for row, chunk in enumerate(decodes):
+        seq, position = chunk.seq, chunk.start
+        table = seq.block_table
+        input_ids.append(seq.token_ids[position])
+        positions.append(position)
         if chunk.write_start <= position:
-            out.slots.append(table[position // bs] * bs + position % bs)
-            out.write_rows.append(row)
+            slots.append(table[position // bs] * bs + position % bs)
+            write_rows.append(row)
         num_blocks = -(-chunk.end // bs)
-        out.decode_tables += table[:num_blocks]
-        out.decode_tables += [0] * (out.decode_max_blocks - num_blocks)
-        out.decode_context_lens.append(chunk.end)
-        if chunk.samples:
-            out.logits_rows.append(row)
-            out.samplers.append(chunk)
+        tables += table[:num_blocks]
+        if num_blocks < width:
+            tables += [0] * (width - num_blocks)
+        context_lens.append(chunk.end)
+        if chunk.end == len(seq.token_ids):  # chunk.samples
+            logits_rows.append(row)
+            samplers.append(chunk)
     for indices in group_prefills([c.end - c.start for c in prefills]):
         group = [prefills[i] for i in indices]
         layout = PrefillLayout(
