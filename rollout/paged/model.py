@@ -107,9 +107,9 @@ class PagedLlama:
         positions: torch.Tensor,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
         batch: AttentionBatch,
-        logits_rows: torch.Tensor,
+        logits_rows: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Float32 logits [len(logits_rows), vocab] of the rows that sample.
+        """Float32 logits [len(logits_rows), vocab] of the rows that sample (None: every row).
 
         Each layer's MLP output is added to the residual stream by the next layer's norm
         (the final norm for the last layer), which is where transformers adds it too."""
@@ -123,5 +123,7 @@ class PagedLlama:
             attn = paged_attention(q, k_cache, v_cache, batch, self.scale, self.decode)
             h, x = step.add_rms_norm(h, o_proj(attn.reshape(h.shape[0], -1)), layer.post_norm)
             mlp_out = down_proj(step.silu_mul(gate_up_proj(x)))
-        _, x = step.add_rms_norm(h.index_select(0, logits_rows), mlp_out.index_select(0, logits_rows), w.norm)
+        if logits_rows is not None:
+            h, mlp_out = h.index_select(0, logits_rows), mlp_out.index_select(0, logits_rows)
+        _, x = step.add_rms_norm(h, mlp_out, w.norm)
         return self.lm_head(x).float()

@@ -130,7 +130,8 @@ class ModelRunner:
             decode=DecodeBatch(tables.view(layout.num_decode, layout.decode_max_blocks), context_lens, self.workspace),
             prefills=groups,
         )
-        return self.model.forward(ids, positions, self.kv_caches, batch, logits_rows)
+        every_row = len(layout.logits_rows) == layout.num_rows  # one-token chunks that all sample
+        return self.model.forward(ids, positions, self.kv_caches, batch, None if every_row else logits_rows)
 
     def _tensors(self, *lists: list[int]) -> list[torch.Tensor]:
         """One int64 tensor per list, made with a single host-to-device copy (through an
