@@ -12,6 +12,8 @@ what happens where the kernels cannot be built: `auto` warns and takes the torch
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -32,14 +34,15 @@ if build.available() is not None:
     pytest.skip(f"the CPU kernels cannot be built here: {build.available()}", allow_module_level=True)
 
 
-def wide_case(head_dim: int, heads: int, kv_heads: int, seed: int = 0):
-    """Blocks of 16 slots out of order, lengths from one key to past three blocks."""
+def wide_case(head_dim: int, heads: int, kv_heads: int, seed: int = 0, block_size: int = 16):
+    """64 slots per sequence in blocks out of order; lengths from one key to all 64."""
     g = torch.Generator().manual_seed(seed)
-    num_blocks, block_size = 24, 16
+    blocks_per_seq = 64 // block_size
+    num_blocks = 6 * blocks_per_seq
     k_cache = torch.randn(num_blocks, block_size, kv_heads, head_dim, generator=g)
     v_cache = torch.randn(num_blocks, block_size, kv_heads, head_dim, generator=g)
     lens = torch.tensor([1, 16, 17, 50, 64])
-    tables = torch.randperm(num_blocks, generator=g)[:20].view(5, 4)
+    tables = torch.randperm(num_blocks, generator=g)[: 5 * blocks_per_seq].view(5, blocks_per_seq)
     q = torch.randn(5, heads, head_dim, generator=g)
     return q, k_cache, v_cache, DecodeBatch(tables, lens)
 
@@ -51,9 +54,13 @@ def test_scalar_path_matches_the_torch_path(seed):
     torch.testing.assert_close(cpu_kernel.paged_decode_cpu(q, k_cache, v_cache, batch, 0.3), expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("head_dim", "heads", "kv_heads"), [(32, 4, 2), (64, 6, 2), (128, 2, 2), (48, 3, 1)])
-def test_vector_path_matches_dense_attention(head_dim, heads, kv_heads):
-    q, k_cache, v_cache, batch = wide_case(head_dim, heads, kv_heads)
+@pytest.mark.parametrize(
+    ("head_dim", "heads", "kv_heads", "block_size"),
+    [(32, 4, 2, 16), (64, 6, 2, 16), (128, 2, 2, 16), (48, 3, 1, 16), (256, 8, 2, 16), (32, 4, 2, 8), (32, 4, 2, 32), (40, 2, 1, 8)],
+)
+def test_vector_path_matches_dense_attention(head_dim, heads, kv_heads, block_size):
+    """(head_dim 40 is not a multiple of 16: the scalar path, on these lengths too.)"""
+    q, k_cache, v_cache, batch = wide_case(head_dim, heads, kv_heads, block_size=block_size)
     expected = dense_reference(q, k_cache, v_cache, batch, head_dim**-0.5)
     out = cpu_kernel.paged_decode_cpu(q, k_cache, v_cache, batch, head_dim**-0.5)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
@@ -102,6 +109,24 @@ def test_a_row_with_no_key_gets_zeros():
     assert out[0].abs().sum() == 0 and out[2].abs().sum() == 0 and out[1].abs().sum() > 0
 
 
+def test_arguments_the_kernel_would_overrun_with_are_refused():
+    q, k_cache, v_cache, batch = wide_case(32, 4, 2)
+    with pytest.raises(ValueError, match="num_cached is negative or beyond its block table"):
+        cpu_kernel.paged_decode_cpu(q, k_cache, v_cache, DecodeBatch(batch.block_tables[:, :1], batch.context_lens), 0.3)
+    with pytest.raises(ValueError, match="a block id is outside the cache"):
+        cpu_kernel.paged_decode_cpu(q, k_cache, v_cache, DecodeBatch(batch.block_tables + 100, batch.context_lens), 0.3)
+    with pytest.raises(ValueError, match="do not fit the cache's 2 KV heads of 32"):
+        cpu_kernel.paged_decode_cpu(q[:, :3], k_cache, v_cache, batch, 0.3)
+    with pytest.raises(ValueError, match="new_visible must be a bool tensor"):
+        cpu_kernel.attend(q, k_cache[0, :5], v_cache[0, :5], k_cache, v_cache, batch.block_tables, batch.context_lens, None, 0.3)
+    rope = Rope(LlamaConfig(hidden_size=128, num_attention_heads=4), 32, 8, torch.float32, "cpu")
+    qkv = torch.randn(2, 8 * 32)
+    with pytest.raises(ValueError, match="a position is outside the RoPE tables \\(0 .. 7\\)"):
+        rope_write(qkv, torch.tensor([3, 8]), rope.cos, rope.signed_sin, k_cache, v_cache, torch.tensor([0, 1]), 4)
+    with pytest.raises(ValueError, match="a slot is outside the cache"):
+        rope_write(qkv, torch.tensor([3, 4]), rope.cos, rope.signed_sin, k_cache, v_cache, torch.tensor([0, 10_000]), 4)
+
+
 def test_other_dtypes_are_refused_by_name():
     q, k_cache, v_cache, batch = wide_case(32, 4, 2)
     with pytest.raises(ValueError, match="CPU kernel: k_cache must be a float32 CPU tensor, got torch.bfloat16"):
@@ -109,11 +134,12 @@ def test_other_dtypes_are_refused_by_name():
 
 
 
-@pytest.mark.parametrize("dim", [128, 40])
+# 600 rows: enough to split over OpenMP threads (the kernels do from 65,536 floats).
+@pytest.mark.parametrize(("rows", "dim"), [(5, 128), (5, 40), (600, 128)])
 @pytest.mark.parametrize("with_residual", [True, False])
-def test_add_rms_norm_matches_the_model(dim, with_residual):
+def test_add_rms_norm_matches_the_model(rows, dim, with_residual):
     g = torch.Generator().manual_seed(dim)
-    h, delta, weight = torch.randn(5, dim, generator=g), torch.randn(5, dim, generator=g), torch.randn(dim, generator=g)
+    h, delta, weight = torch.randn(rows, dim, generator=g), torch.randn(rows, dim, generator=g), torch.randn(dim, generator=g)
     expected_h = h + delta if with_residual else h.clone()
     out = torch.empty_like(h)
     add_rms_norm(h, delta if with_residual else None, weight, 1e-6, out=out)
@@ -121,10 +147,10 @@ def test_add_rms_norm_matches_the_model(dim, with_residual):
     torch.testing.assert_close(out, rms_norm(expected_h, weight, 1e-6), atol=2e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("inter", [384, 20])
-def test_silu_mul_matches_torch_over_the_whole_range(inter):
+@pytest.mark.parametrize(("rows", "inter"), [(6, 384), (6, 20), (200, 384)])
+def test_silu_mul_matches_torch_over_the_whole_range(rows, inter):
     g = torch.Generator().manual_seed(inter)
-    gate_up = torch.randn(6, 2 * inter, generator=g) * 30  # silu's tails: exp of -90 .. 90
+    gate_up = torch.randn(rows, 2 * inter, generator=g) * 30  # silu's tails: exp of -90 .. 90
     gate, up = gate_up.chunk(2, dim=-1)
     torch.testing.assert_close(silu_mul(gate_up), F.silu(gate) * up, atol=1e-5, rtol=1e-5)
 
@@ -166,14 +192,22 @@ def reference_draw(logits: torch.Tensor, temperatures: list[float], uniforms: to
 @pytest.mark.parametrize("vocab", [1100, 37])
 def test_sampling_draws_the_reference_tokens_with_the_policy_logprobs(vocab):
     g = torch.Generator().manual_seed(vocab)
-    logits = torch.randn(48, vocab, generator=g) * 3
-    temperatures = [1.0] * 16 + [0.7] * 16 + [0.0] * 16
-    uniforms = torch.rand(48, dtype=torch.float64, generator=g)
+    logits = torch.randn(64, vocab, generator=g) * 3  # 64 x 1100: threaded
+    temperatures = [1.0] * 24 + [0.7] * 20 + [0.0] * 20
+    uniforms = torch.rand(64, dtype=torch.float64, generator=g)
     tokens, logprobs = sample_rows(logits, temperatures, uniforms)
-    sampled = reference_draw(logits[:32], temperatures[:32], uniforms[:32])
-    assert tokens == sampled.tolist() + logits[32:].argmax(dim=-1).tolist()
+    sampled = reference_draw(logits[:44], temperatures[:44], uniforms[:44])
+    assert tokens == sampled.tolist() + logits[44:].argmax(dim=-1).tolist()
     expected = logits.log_softmax(dim=-1).gather(1, torch.tensor(tokens)[:, None])[:, 0]
     torch.testing.assert_close(torch.tensor(logprobs), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_row_with_a_nan_gets_the_nan_index_and_a_nan_logprob():
+    """As torch's argmax would pick it; and no read past the row, greedy or sampled."""
+    logits = torch.randn(3, 40)
+    logits[0, 0] = logits[1, 17] = logits[2, 39] = float("nan")
+    tokens, logprobs = sample_rows(logits, [0.0, 1.0, 0.0], torch.full((3,), 0.5, dtype=torch.float64))
+    assert tokens == [0, 17, 39] and all(math.isnan(p) for p in logprobs)
 
 
 def test_sampling_never_draws_a_token_of_zero_probability():
@@ -197,6 +231,14 @@ def test_a_failed_build_names_the_compiler_and_its_error(tmp_path, monkeypatch):
     with pytest.raises(build.KernelUnavailable, match="could not build broken.c: .*error"):
         build.build(sources)
     assert list(tmp_path.glob("*.so")) == []
+
+
+def test_an_unwritable_cache_makes_the_kernels_unavailable_not_an_error(tmp_path, monkeypatch):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    monkeypatch.setenv("TREADLE_KERNEL_CACHE", str(not_a_directory / "kernels"))
+    with pytest.raises(build.KernelUnavailable, match="could not build the kernels into the cache \\((FileExistsError|NotADirectoryError)"):
+        build.library.__wrapped__()  # the cached library of this process stays as it is
 
 
 def test_a_built_library_is_reused(tmp_path, monkeypatch):

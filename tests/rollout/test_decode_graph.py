@@ -1,8 +1,9 @@
 """The compiled decode step (EngineConfig.compile_decode) against the eager engine and hf.
 
 The inline attention is checked eagerly against the torch path on the kernel tests' tiny
-shapes. The compiled engine (the tiny preset; one compilation for the module, a few
-seconds with inductor's on-disk cache warm) must give hf's greedy tokens alone and
+shapes. The compiled engine (the tiny preset, with the default kernel, the C one on a
+CPU; one compilation for the module, a few seconds with inductor's on-disk cache warm,
+and one more for the torch kernel's inline attention) must give hf's greedy tokens alone and
 batched, logprobs of a full forward, the eager engine's tokens after a weight update,
 and never compile again for a new batch size or context length. Without a C++ compiler,
 or when a compilation fails later, the engine warns and decodes eagerly.
@@ -85,6 +86,15 @@ def test_a_fully_cached_prompt_reads_its_last_key_from_the_cache(engines):
     first, again = gather(compiled, [prompt], GREEDY)[0], gather(compiled, [prompt], GREEDY)[0]
     assert again.num_cached_prompt_tokens == 32  # its first step re-runs only the last query, unwritten
     assert first.token_ids == again.token_ids == expected
+
+
+def test_with_the_torch_kernel_the_compiled_step_attends_inline(engines, tiny, tokenizer):
+    """decode_kernel=torch (any device or dtype) compiles `paged_decode_inline`, not the C op."""
+    config = EngineConfig(num_kv_blocks=128, compile_decode=True, decode_kernel="torch")
+    engine = make_engine("paged", tiny, tokenizer, config)
+    assert engine.core.runner.decode_graph._attention is paged_decode_inline
+    assert [c.token_ids for c in gather(engine, PROMPTS, GREEDY)] == [c.token_ids for c in gather(engines[1], PROMPTS, GREEDY)]
+    engine.close()
 
 
 def test_compiled_logprobs_match_a_full_forward(engines, tiny):

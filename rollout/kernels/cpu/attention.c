@@ -7,7 +7,7 @@
  * Scores are computed in full (two passes, not an online softmax): q.k for every key, the
  * maximum, exp, then the weighted sum of the values, all in float32.
  *
- * head_dim a multiple of 16 (32, 64, 128: every preset) takes `attend_vector`, written
+ * head_dim a multiple of 16 up to 256 (32, 64, 128: every preset) takes `attend_vector`, written
  * with the vector types of vec.h: the dot products of 16 keys are multiply-adds reduced
  * by one tree (hsum16), exp is a vector polynomial, and the weighted sums of two query
  * heads stay in registers while each value row is read once. The next block's keys, and
@@ -72,7 +72,7 @@ static inline const float *key_row(const Item *it, const float *base, int64_t t)
  * both, and the sums stay in registers. */
 static inline __attribute__((always_inline)) void weighted_values(const Item *it, const int64_t head_dim,
                                                                   const int heads, const float *p, float *out) {
-    enum { MAX_CHUNKS = 8 };
+    enum { MAX_CHUNKS = 16 };
     const int64_t chunks = head_dim / LANES;
     vf sum[2][MAX_CHUNKS];
     for (int h = 0; h < heads; ++h)
@@ -154,11 +154,13 @@ static void attend_scalar(const Item *it, int64_t head_dim, const float *queries
             peak = t == 0 || dot > peak ? dot : peak;
         }
         for (int64_t t = 0; t < num_keys; ++t) total += s[t] = exp_nonpositive_scalar(s[t] - peak);
+        const float inverse = 1.0f / total;
         float *o = out + g * head_dim;
         memset(o, 0, sizeof(float) * (size_t)head_dim);
         for (int64_t t = 0; t < num_keys; ++t) {
             const float *v = t < it->cached ? key_row(it, it->values, t) : it->v_new;
-            for (int64_t d = 0; d < head_dim; ++d) o[d] += s[t] / total * v[d];
+            const float p = s[t] * inverse;
+            for (int64_t d = 0; d < head_dim; ++d) o[d] += p * v[d];
         }
     }
 }
@@ -171,7 +173,7 @@ int treadle_paged_decode_f32(
     const int64_t group = num_heads / kv_heads;
     /* room for the new key, rounded up to whole vectors */
     const int64_t max_keys = (max_blocks * block_size + 1 + LANES - 1) / LANES * LANES;
-    const int vector = head_dim % LANES == 0 && head_dim / LANES <= 8;
+    const int vector = head_dim % LANES == 0 && head_dim / LANES <= 16;
     int failed = 0;
 #pragma omp parallel num_threads(num_threads)
     {

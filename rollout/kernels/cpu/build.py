@@ -86,7 +86,13 @@ def build(directory: Path = HERE) -> Path:
 def library() -> ctypes.CDLL:
     """The loaded library (built on the first call); raises KernelUnavailable."""
     try:
-        return ctypes.CDLL(str(build()))
+        path = build()
+    except KernelUnavailable:
+        raise
+    except (OSError, RuntimeError) as e:  # an unwritable cache, no home directory, ...
+        raise KernelUnavailable(f"could not build the kernels into the cache ({type(e).__name__}: {e})") from e
+    try:
+        return ctypes.CDLL(str(path))
     except OSError as e:
         raise KernelUnavailable(f"could not load the built kernels: {e}") from e
 

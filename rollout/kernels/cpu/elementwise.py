@@ -59,6 +59,14 @@ def rope_write(
     """qkv [rows, (num_heads + 2 kv_heads) head_dim] -> rotated q [rows, num_heads, head_dim];
     rotated k and v written to the caches at slots[r] (skipped where slots[r] < 0)."""
     _check(qkv=qkv, positions=positions, cos=cos, signed_sin=signed_sin, k_cache=k_cache, v_cache=v_cache, slots=slots)
+    _, _, kv_heads, head_dim = k_cache.shape
+    rows = qkv.shape[0]
+    if qkv.shape[1] != (num_heads + 2 * kv_heads) * head_dim or positions.shape != (rows,) or slots.shape != (rows,):
+        raise ValueError("CPU kernel: qkv, positions and slots do not fit num_heads and the cache")
+    if rows and not (0 <= int(positions.min()) and int(positions.max()) < cos.shape[0]):
+        raise ValueError(f"CPU kernel: a position is outside the RoPE tables (0 .. {cos.shape[0] - 1})")
+    if rows and int(slots.max()) >= k_cache.shape[0] * k_cache.shape[1]:
+        raise ValueError("CPU kernel: a slot is outside the cache")
     return rope_write_unchecked(qkv, positions, cos, signed_sin, k_cache, v_cache, slots, num_heads)
 
 

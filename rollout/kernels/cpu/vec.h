@@ -55,9 +55,10 @@ static inline vf hsum16(const vf p[16]) {
 }
 
 /* exp(x) for x <= 0 (a score minus the row's maximum): 2^(x log2 e) = 2^n 2^f with n
- * integral and f in [-0.5, 0.5], 2^f by the degree-6 Taylor polynomial of exp(f ln 2)
- * (relative error below 2e-7, float32 expf's order). At and below -87 the result is
- * flushed to 0 (expf gives < 2e-38 there), so 2^n stays a normal float. */
+ * integral and f in [-0.5, 0.5], 2^f by the degree-6 Taylor polynomial of exp(f ln 2).
+ * The polynomial is good to 2e-7; the rounding of x log2 e adds up to 1.4e-6 (relative)
+ * for x near -87, where exp(x) is 1e-38 and no softmax sees it. At and below -87 the
+ * result is flushed to 0 (expf gives < 2e-38 there), so 2^n stays a normal float. */
 static inline vf exp_nonpositive(vf x) {
     const vi low = x <= splat(EXP_FLOOR);
     x = (vf)(((vi)x & ~low) | ((vi)splat(EXP_FLOOR) & low));
