@@ -131,9 +131,9 @@ def decode_function(kernel: str):
     if kernel == "torch":
         return paged_decode_torch
     if kernel == "cpu":
-        from rollout.kernels.cpu.attention import paged_decode_cpu
+        from rollout.kernels.cpu.attention import paged_decode_cpu_engine
 
-        return paged_decode_cpu
+        return paged_decode_cpu_engine
     if kernel == "triton":
         from rollout.kernels.paged_decode_triton import paged_decode_triton
 

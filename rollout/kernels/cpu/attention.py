@@ -96,6 +96,13 @@ def paged_decode_cpu(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     return attend(q, None, None, k_cache, v_cache, batch.block_tables, batch.context_lens, None, scale)
 
 
+def paged_decode_cpu_engine(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch: DecodeBatch, scale: float) -> torch.Tensor:
+    """`paged_decode_cpu` without the checks, for the engine (decode_function("cpu")):
+    its caches and step tensors are its own, float32 and contiguous, and its block tables
+    and lengths come from its block manager. (q may be the decode rows of a mixed step.)"""
+    return attend_unchecked(q.contiguous(), None, None, k_cache, v_cache, batch.block_tables, batch.context_lens, None, scale)
+
+
 @torch.library.custom_op("treadle::paged_decode_cpu", mutates_args=())
 def paged_decode_cpu_op(
     q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
