@@ -78,7 +78,8 @@ class BufferActor:
 class RolloutActor:
     def __init__(self, worker_id: str, checkpoint: str, problems: list, config: Any, log_dir: str | None = None):
         """`problems` is `[ref]` to the problem list in the object store (the caller keeps the
-        reference alive, so a restarted worker reads it again) or the list itself."""
+        reference alive, so a restarted worker reads it again; `run` awaits it, as a
+        blocking `ray.get` here would stall the actor's event loop) or the list itself."""
         import torch
 
         from actors.rollout_core import RolloutCore
@@ -89,7 +90,8 @@ class RolloutActor:
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         self.worker_id = worker_id
-        self.problems = ray.get(problems[0]) if problems and isinstance(problems[0], ray.ObjectRef) else problems
+        self._problems_ref = problems[0] if problems and isinstance(problems[0], ray.ObjectRef) else None
+        self.problems = None if self._problems_ref is not None else problems
         self.config = config
         tokenizer = load_tokenizer(checkpoint)
         engine = make_engine(config.engine.backend, checkpoint, tokenizer, config.engine)
@@ -107,6 +109,8 @@ class RolloutActor:
 
     async def run(self, buffer) -> int:
         """Generate groups until `stop`; returns how many groups were put."""
+        if self.problems is None:
+            self.problems = await self._problems_ref
         self.running = True
         try:
             await asyncio.gather(*(self._loop(buffer) for _ in range(self.config.train.groups_in_flight)))

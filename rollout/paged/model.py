@@ -13,6 +13,8 @@ outputs match the `hf` backend token for token in float32.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from transformers import PretrainedConfig
@@ -21,6 +23,9 @@ from rollout.errors import UnsupportedModel
 from rollout.paged.attention import AttentionBatch, DecodeFn, paged_attention
 from rollout.paged.linear import Linear
 from rollout.paged.weights import LlamaWeights, ModelShape
+
+if TYPE_CHECKING:  # ops.py builds on this module's functions
+    from rollout.paged.ops import CpuOps, TorchOps
 
 
 class Rope:
@@ -75,8 +80,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class PagedLlama:
-    def __init__(self, shape: ModelShape, weights: LlamaWeights, rope: Rope, decode: DecodeFn, packed_linear: bool, ops):
-        """`ops`: the elementwise work between the matmuls, rollout/paged/ops.py's TorchOps or CpuOps."""
+    def __init__(
+        self, shape: ModelShape, weights: LlamaWeights, rope: Rope, decode: DecodeFn, packed_linear: bool,
+        ops: "TorchOps | CpuOps",
+    ):
+        """`ops`: the elementwise work between the matmuls (rollout/paged/ops.py)."""
         self.shape = shape
         self.weights = weights
         self.rope = rope

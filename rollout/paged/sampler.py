@@ -16,7 +16,8 @@ half of `logsumexp`, whose standalone `exp` is not vectorised as well as the sof
 
 With the engine's C kernels (decode_kernel=cpu), a batch without top-k and top-p is
 sampled by rollout/kernels/cpu/sampling.c: the same rule from the same u per row, one
-pass over each row (0.15 of the 1.8 ms of a tiny-preset decode step of 64 rows, as torch ops).
+pass over each row (for 64 rows of the tiny preset's 1,100 logits about 0.03 ms, where
+these torch ops took 0.08-0.15 ms).
 """
 from __future__ import annotations
 
