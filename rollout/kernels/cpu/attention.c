@@ -56,7 +56,7 @@ typedef struct {
     int64_t block_size, group, max_keys;
 } Item;
 
-/* Ask for the item's rows of `block` (the next one) while the current one is used. */
+/* Ask for the item's rows of `block` ahead of their use (one prefetch per 64-byte line). */
 static inline void prefetch_block(const Item *it, const float *base, int64_t block, int64_t head_dim) {
     const float *rows = base + it->table[block] * it->block_stride;
     for (int64_t j = 0; j < it->block_size; ++j)
