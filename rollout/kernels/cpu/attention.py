@@ -26,19 +26,13 @@ import functools
 
 import torch
 
-from rollout.kernels.cpu.build import FLOAT, INT, POINTER, SIZE, function
+from rollout.kernels.cpu.build import FLOAT, INT, POINTER, SIZE, check_float32, function
 from rollout.kernels.paged_decode import DecodeBatch
 
 
 @functools.cache
 def _kernel():
     return function("treadle_paged_decode_f32", *[POINTER] * 9, *[SIZE] * 6, FLOAT, INT, restype=INT)
-
-
-def check_float32(**tensors: torch.Tensor) -> None:
-    for name, tensor in tensors.items():
-        if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
-            raise ValueError(f"CPU kernel: {name} must be a float32 CPU tensor, got {tensor.dtype} on {tensor.device}")
 
 
 def attend(q, k_new, v_new, k_cache, v_cache, block_tables, num_cached, new_visible, scale: float) -> torch.Tensor:

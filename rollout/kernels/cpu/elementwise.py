@@ -18,8 +18,7 @@ import functools
 
 import torch
 
-from rollout.kernels.cpu.attention import check_float32
-from rollout.kernels.cpu.build import FLOAT, INT, POINTER, SIZE, function
+from rollout.kernels.cpu.build import FLOAT, INT, POINTER, SIZE, check_float32, function
 
 
 @functools.cache

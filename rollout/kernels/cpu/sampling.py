@@ -12,8 +12,7 @@ import functools
 
 import torch
 
-from rollout.kernels.cpu.attention import check_float32
-from rollout.kernels.cpu.build import INT, POINTER, SIZE, function
+from rollout.kernels.cpu.build import INT, POINTER, SIZE, check_float32, function
 
 
 @functools.cache
@@ -25,6 +24,8 @@ def sample_rows(logits: torch.Tensor, temperatures: list[float], uniforms: torch
     check_float32(logits=logits)
     logits = logits.contiguous()
     rows, vocab = logits.shape
+    if len(temperatures) != rows or uniforms.shape != (rows,):
+        raise ValueError(f"CPU kernel: {rows} rows of logits need {rows} temperatures and uniforms")
     temperature = torch.tensor(temperatures, dtype=torch.float32)
     uniforms = uniforms.to(torch.float64).contiguous()
     tokens, logprobs = torch.empty(rows, dtype=torch.long), torch.empty(rows)
