@@ -34,9 +34,10 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     """Reuse the KV of full blocks whose token prefix was computed before (paged, vllm)."""
     decode_kernel: str = field(default="auto", metadata=one_of("auto", "cpu", "torch", "triton"))
-    """Paged decode: `cpu` (C kernels compiled on first use, CPU and float32 only:
-    attention, and the norms, RoPE and SiLU gate of decode-only steps; rollout/kernels/cpu),
-    `torch` (gather + SDPA, any device) or `triton` (attention on a GPU). `auto`: `cpu` on
+    """Paged kernels: `cpu` (C kernels compiled on first use, CPU and float32 only: decode
+    attention, and on every step the norms, RoPE with the KV write, the SiLU gate and
+    sampling without top-k/top-p; rollout/kernels/cpu), `torch` (torch ops, gather + SDPA
+    for decode attention, any device) or `triton` (attention on a GPU). `auto`: `cpu` on
     a CPU in float32 (`torch`, with a warning, where the kernels cannot be built, e.g.
     without a C compiler), `torch` elsewhere."""
     packed_linear: bool = True
@@ -47,7 +48,8 @@ class EngineConfig:
     Compiled once when the engine starts (2-core CPU: 3-7 s with inductor's disk cache warm,
     about 15 s cold; `runner.decode_graph.compile_seconds`). With the torch kernel, decode
     steps of the tiny preset ran 10-30% faster than eager at 2 threads; with the `cpu`
-    kernels, eager decoding is the faster (2.3x against 1.9x hf's speed in one bench run).
+    kernels, eager decoding is the faster (`treadle bench engine`: 3.25-3.30x hf's speed
+    eager, 2.51x with `--compile`).
     Falls back to eager decoding, with a warning, where compilation fails (e.g. no C++
     compiler)."""
     vllm_enforce_eager: bool = False

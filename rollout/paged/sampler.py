@@ -44,7 +44,7 @@ def sample(
     `cpu_kernel`: batches without top-k or top-p take the C kernel
     (rollout/kernels/cpu/sampling.py), which draws the same u per row."""
     greedy = [r.params.temperature == 0 for r in rows]
-    if cpu_kernel and not any(r.params.top_k or r.params.top_p < 1.0 for r in rows):
+    if cpu_kernel and not _any_filtered(rows):
         uniforms = torch.zeros(len(rows), dtype=torch.float64) if all(greedy) else _uniforms(rows, engine_generator, logits.device)
         return sample_rows(logits, [r.params.temperature for r in rows], uniforms)
     if all(greedy):
@@ -63,7 +63,7 @@ def _draw(logits: torch.Tensor, rows: list[SamplingRow], engine_generator: torch
     scaled = logits
     if any(t != 1.0 for t in temperatures):
         scaled = logits / torch.tensor(temperatures, device=logits.device)[:, None]
-    if any(r.params.top_k or r.params.top_p < 1.0 for r in rows):
+    if _any_filtered(rows):
         scaled = filter_top_k_top_p(
             scaled,
             torch.tensor([r.params.top_k for r in rows], device=logits.device),
@@ -72,6 +72,11 @@ def _draw(logits: torch.Tensor, rows: list[SamplingRow], engine_generator: torch
     cdf = torch.softmax(scaled, dim=-1).to(torch.float64).cumsum_(dim=-1)
     u = _uniforms(rows, engine_generator, logits.device)[:, None]
     return torch.searchsorted(cdf, u * cdf[:, -1:], right=True)[:, 0]
+
+
+def _any_filtered(rows: list[SamplingRow]) -> bool:
+    """Whether some row asks for top-k or top-p."""
+    return any(r.params.top_k or r.params.top_p < 1.0 for r in rows)
 
 
 def _uniforms(rows: list[SamplingRow], engine_generator: torch.Generator, device) -> torch.Tensor:

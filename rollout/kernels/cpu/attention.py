@@ -26,7 +26,7 @@ import functools
 
 import torch
 
-from rollout.kernels.cpu.build import FLOAT, INT, POINTER, SIZE, check_float32, function
+from rollout.kernels.cpu.build import FLOAT, INT, POINTER, SIZE, check_float32, function, require
 from rollout.kernels.paged_decode import DecodeBatch
 
 
@@ -42,28 +42,24 @@ def attend(q, k_new, v_new, k_cache, v_cache, block_tables, num_cached, new_visi
     check_float32(q=q, k_cache=k_cache, v_cache=v_cache)
     num_seqs, num_heads, head_dim = q.shape
     _, block_size, kv_heads, cache_head_dim = k_cache.shape
-    _require(v_cache.shape == k_cache.shape, f"v_cache {tuple(v_cache.shape)} differs from k_cache {tuple(k_cache.shape)}")
-    _require(head_dim == cache_head_dim and num_heads % kv_heads == 0,
+    require(v_cache.shape == k_cache.shape, f"v_cache {tuple(v_cache.shape)} differs from k_cache {tuple(k_cache.shape)}")
+    require(head_dim == cache_head_dim and num_heads % kv_heads == 0,
              f"q's {num_heads} heads of {head_dim} do not fit the cache's {kv_heads} KV heads of {cache_head_dim}")
-    _require(block_tables.dtype == num_cached.dtype == torch.long, "block_tables and num_cached must be int64")
-    _require(block_tables.shape[0] == num_cached.shape[0] == num_seqs, "block_tables, num_cached and q differ in rows")
+    require(block_tables.dtype == num_cached.dtype == torch.long, "block_tables and num_cached must be int64")
+    require(block_tables.shape[0] == num_cached.shape[0] == num_seqs, "block_tables, num_cached and q differ in rows")
     if num_seqs:
-        _require(int(num_cached.max()) <= block_tables.shape[1] * block_size and int(num_cached.min()) >= 0,
+        require(int(num_cached.max()) <= block_tables.shape[1] * block_size and int(num_cached.min()) >= 0,
                  "a row's num_cached is negative or beyond its block table")
-        _require(int(block_tables.min()) >= 0 and int(block_tables.max()) < k_cache.shape[0], "a block id is outside the cache")
+        require(int(block_tables.min()) >= 0 and int(block_tables.max()) < k_cache.shape[0], "a block id is outside the cache")
     q, k_cache, v_cache = q.contiguous(), k_cache.contiguous(), v_cache.contiguous()
     block_tables, num_cached = block_tables.contiguous(), num_cached.contiguous()
     if k_new is not None:
         check_float32(k_new=k_new, v_new=v_new)
-        _require(new_visible is not None and new_visible.dtype == torch.bool, "new_visible must be a bool tensor with k_new")
-        _require(k_new.shape == v_new.shape == (num_seqs, kv_heads, head_dim), "k_new and v_new must be [rows, kv_heads, head_dim]")
+        require(new_visible is not None and new_visible.dtype == torch.bool, "new_visible must be a bool tensor with k_new")
+        require(k_new.shape == v_new.shape == (num_seqs, kv_heads, head_dim), "k_new and v_new must be [rows, kv_heads, head_dim]")
         k_new, v_new, new_visible = k_new.contiguous(), v_new.contiguous(), new_visible.contiguous()
     return attend_unchecked(q, k_new, v_new, k_cache, v_cache, block_tables, num_cached, new_visible, scale)
 
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(f"CPU kernel: {message}")
 
 
 def attend_unchecked(q, k_new, v_new, k_cache, v_cache, block_tables, num_cached, new_visible, scale: float) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Builds the CPU kernels (every *.c here, into one shared library) and loads them with ctypes;
-the ctypes argument types and the float32 check that every wrapper shares.
+the ctypes argument types and the checks that every wrapper shares.
 
 The library is compiled on first use with `cc -O3 -march=native -fopenmp` into the
 user's cache (`$TREADLE_KERNEL_CACHE`, else `$XDG_CACHE_HOME/treadle/kernels`, else
@@ -119,8 +119,14 @@ def function(name: str, *argtypes, restype=None):
 POINTER, SIZE, FLOAT, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 
 
+def require(condition: bool, message: str) -> None:
+    """The kernels' checked wrappers refuse an argument with ValueError("CPU kernel: ...")."""
+    if not condition:
+        raise ValueError(f"CPU kernel: {message}")
+
+
 def check_float32(**tensors) -> None:
     """What every kernel's checked wrapper asks of its float arguments."""
     for name, tensor in tensors.items():
-        if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
-            raise ValueError(f"CPU kernel: {name} must be a float32 CPU tensor, got {tensor.dtype} on {tensor.device}")
+        require(tensor.dtype == torch.float32 and tensor.device.type == "cpu",
+                f"{name} must be a float32 CPU tensor, got {tensor.dtype} on {tensor.device}")

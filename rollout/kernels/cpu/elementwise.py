@@ -18,7 +18,7 @@ import functools
 
 import torch
 
-from rollout.kernels.cpu.build import FLOAT, INT, POINTER, SIZE, check_float32, function
+from rollout.kernels.cpu.build import FLOAT, INT, POINTER, SIZE, check_float32, function, require
 
 
 @functools.cache
@@ -33,8 +33,7 @@ def _kernels():
 def _check(**tensors: torch.Tensor) -> None:
     check_float32(**{name: t for name, t in tensors.items() if t.dtype != torch.long})
     for name, tensor in tensors.items():
-        if not tensor.is_contiguous():
-            raise ValueError(f"CPU kernel: {name} must be contiguous")
+        require(tensor.is_contiguous(), f"{name} must be contiguous")
 
 
 def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float, out: torch.Tensor) -> None:
@@ -60,12 +59,12 @@ def rope_write(
     _check(qkv=qkv, positions=positions, cos=cos, signed_sin=signed_sin, k_cache=k_cache, v_cache=v_cache, slots=slots)
     _, _, kv_heads, head_dim = k_cache.shape
     rows = qkv.shape[0]
-    if qkv.shape[1] != (num_heads + 2 * kv_heads) * head_dim or positions.shape != (rows,) or slots.shape != (rows,):
-        raise ValueError("CPU kernel: qkv, positions and slots do not fit num_heads and the cache")
-    if rows and not (0 <= int(positions.min()) and int(positions.max()) < cos.shape[0]):
-        raise ValueError(f"CPU kernel: a position is outside the RoPE tables (0 .. {cos.shape[0] - 1})")
-    if rows and int(slots.max()) >= k_cache.shape[0] * k_cache.shape[1]:
-        raise ValueError("CPU kernel: a slot is outside the cache")
+    require(qkv.shape[1] == (num_heads + 2 * kv_heads) * head_dim and positions.shape == slots.shape == (rows,),
+            "qkv, positions and slots do not fit num_heads and the cache")
+    if rows:
+        require(0 <= int(positions.min()) and int(positions.max()) < cos.shape[0],
+                f"a position is outside the RoPE tables (0 .. {cos.shape[0] - 1})")
+        require(int(slots.max()) < k_cache.shape[0] * k_cache.shape[1], "a slot is outside the cache")
     return rope_write_unchecked(qkv, positions, cos, signed_sin, k_cache, v_cache, slots, num_heads)
 
 

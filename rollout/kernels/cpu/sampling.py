@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from rollout.kernels.cpu.build import INT, POINTER, SIZE, check_float32, function
+from rollout.kernels.cpu.build import INT, POINTER, SIZE, check_float32, function, require
 
 
 @functools.cache
@@ -24,8 +24,7 @@ def sample_rows(logits: torch.Tensor, temperatures: list[float], uniforms: torch
     check_float32(logits=logits)
     logits = logits.contiguous()
     rows, vocab = logits.shape
-    if len(temperatures) != rows or uniforms.shape != (rows,):
-        raise ValueError(f"CPU kernel: {rows} rows of logits need {rows} temperatures and uniforms")
+    require(len(temperatures) == rows and uniforms.shape == (rows,), f"{rows} rows of logits need {rows} temperatures and uniforms")
     temperature = torch.tensor(temperatures, dtype=torch.float32)
     uniforms = uniforms.to(torch.float64).contiguous()
     tokens, logprobs = torch.empty(rows, dtype=torch.long), torch.empty(rows)
