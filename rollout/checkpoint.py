@@ -41,13 +41,26 @@ def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
 
 
 def safetensors_shards(directory: Path) -> list[Path]:
-    """The safetensors files of a Hugging Face checkpoint (one, or the shards its index names)."""
+    """The safetensors files of a Hugging Face checkpoint: `model.safetensors`, or the
+    shards (`model-00001-of-00003.safetensors`, ...) that `model.safetensors.index.json`
+    maps parameter names to, as `save_pretrained(max_shard_size=...)` writes them."""
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        return [directory / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UnsupportedModel(f"{index}: not a safetensors index (a JSON object with a weight_map)") from e
+        missing = [name for name in names if not (directory / name).is_file()]
+        if missing:
+            raise UnsupportedModel(f"{index} names {len(missing)} shard files that are missing, e.g. {missing[0]}")
+        return [directory / name for name in names]
     if (directory / "model.safetensors").is_file():
         return [directory / "model.safetensors"]
-    raise UnsupportedModel(f"{directory}: no model.safetensors (or sharded index) to load")
+    raise UnsupportedModel(
+        f"{directory}: no model.safetensors or model.safetensors.index.json (sharded) to load; "
+        "save the model with safetensors"
+    )
 
 
 def eos_token_ids(config: PretrainedConfig) -> tuple[int, ...]:

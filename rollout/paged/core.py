@@ -71,6 +71,7 @@ class PagedCore:
         max_model_len = min(shape.max_position_embeddings, num_blocks * config.block_size)
         if config.max_model_len:
             max_model_len = min(max_model_len, config.max_model_len)
+        shape.check_context(max_model_len)  # before the weights are read
         runner = ModelRunner(
             hf_config, read_state_dict(source), num_blocks=num_blocks, block_size=config.block_size,
             max_model_len=max_model_len, dtype=dtype, device=config.device, decode_kernel=config.decode_kernel,

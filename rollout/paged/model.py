@@ -8,8 +8,10 @@ norms, RoPE with the KV write, and the SiLU gate are `ops` (rollout/paged/ops.py
 ops, or the C kernels of the CPU path.
 
 The arithmetic follows transformers' LlamaForCausalLM step for step (RMSNorm in float32,
-RoPE with the rotate-half convention and the same cos/sin, SiLU-gated MLP) so greedy
-outputs match the `hf` backend token for token in float32.
+RoPE with the rotate-half convention and the same cos/sin, SiLU-gated MLP), and for
+Qwen3 its Qwen3Attention's per-head q/k RMSNorm before RoPE, so greedy outputs match the
+`hf` backend token for token in float32. The variants it covers are listed in
+rollout/paged/weights.py.
 """
 from __future__ import annotations
 
@@ -127,7 +129,8 @@ class PagedLlama:
         mlp_out = None
         for layer, (qkv_proj, o_proj, gate_up_proj, down_proj), (k_cache, v_cache) in zip(w.layers, self.linears, kv_caches):
             h, x = step.add_rms_norm(h, mlp_out, layer.input_norm)
-            q = step.rope_write(qkv_proj(x), k_cache, v_cache)  # writes the new K/V before attention reads
+            # writes the new K/V before attention reads
+            q = step.rope_write(qkv_proj(x), k_cache, v_cache, layer.q_norm, layer.k_norm)
             attn = paged_attention(q, k_cache, v_cache, batch, self.scale, self.decode)
             h, x = step.add_rms_norm(h, o_proj(attn.reshape(h.shape[0], -1)), layer.post_norm)
             mlp_out = down_proj(step.silu_mul(gate_up_proj(x)))

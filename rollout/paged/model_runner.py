@@ -64,6 +64,9 @@ class ModelRunner:
         ops = (CpuOps if self.decode_kernel == "cpu" else TorchOps)(self.shape, rope)
         self.model = PagedLlama(self.shape, self.weights, rope, decode_function(self.decode_kernel), packed_linear, ops)
         self.workspace = Workspace()
+        if compile_decode and self.shape.qk_norm:  # decode_graph.decode_forward has no q/k norm (Qwen3)
+            warn_eager("the compiled decode step does not apply Qwen3's q_norm / k_norm")
+            compile_decode = False
         self.decode_graph = (
             DecodeGraph.build(self.model, self.kv_caches, cpu_kernel=self.decode_kernel == "cpu") if compile_decode else None
         )

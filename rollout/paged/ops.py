@@ -2,7 +2,10 @@
 
     step = ops.for_step(positions, batch)        once per engine step
     h, x = step.add_rms_norm(h, delta, weight)   residual (delta None: none), then RMSNorm
-    q = step.rope_write(qkv, k_cache, v_cache)   RoPE on q and k; k and v into the cache
+    q = step.rope_write(qkv, k_cache, v_cache, q_norm, k_norm)
+                                                 RoPE on q and k (after a per-head RMSNorm of
+                                                 each with q_norm / k_norm, Qwen3; None:
+                                                 none); k and v into the cache
     act = step.silu_mul(gate_up)                 SiLU-gated MLP activation
 
 `TorchOps` is torch ops (any device and dtype; rollout/paged/model.py's functions, which
@@ -42,11 +45,15 @@ class _TorchStep:
             h = h + delta
         return h, rms_norm(h, weight, self.shape.rms_norm_eps)
 
-    def rope_write(self, qkv, k_cache, v_cache) -> torch.Tensor:
+    def rope_write(self, qkv, k_cache, v_cache, q_norm=None, k_norm=None) -> torch.Tensor:
         s, rows = self.shape, qkv.shape[0]
         q_size, kv_size = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+        qk = qkv[:, : q_size + kv_size].view(rows, -1, s.head_dim)
+        if q_norm is not None:  # Qwen3: each head normalised before RoPE, q and k by their own weights
+            eps = s.rms_norm_eps
+            qk = torch.cat((rms_norm(qk[:, : s.num_heads], q_norm, eps), rms_norm(qk[:, s.num_heads :], k_norm, eps)), dim=1)
         # Rotate q and k heads together: one set of elementwise ops instead of two.
-        qk = apply_rope(qkv[:, : q_size + kv_size].view(rows, -1, s.head_dim), self.cos, self.sin)
+        qk = apply_rope(qk, self.cos, self.sin)
         v = qkv[:, q_size + kv_size :].view(rows, s.num_kv_heads, s.head_dim)
         write_kv(k_cache, v_cache, qk[:, s.num_heads :], v, self.batch)
         return qk[:, : s.num_heads]
@@ -79,10 +86,11 @@ class _CpuStep:
         add_rms_norm_unchecked(h, delta, weight, self.ops.shape.rms_norm_eps, x)
         return h, x
 
-    def rope_write(self, qkv, k_cache, v_cache) -> torch.Tensor:
-        rope = self.ops.rope
+    def rope_write(self, qkv, k_cache, v_cache, q_norm=None, k_norm=None) -> torch.Tensor:
+        rope, shape = self.ops.rope, self.ops.shape
         return rope_write_unchecked(
-            qkv, self.positions, rope.cos, rope.signed_sin, k_cache, v_cache, self.slots, self.ops.shape.num_heads
+            qkv, self.positions, rope.cos, rope.signed_sin, k_cache, v_cache, self.slots, shape.num_heads,
+            q_norm, k_norm, shape.rms_norm_eps,
         )
 
     def silu_mul(self, gate_up) -> torch.Tensor:

@@ -1,10 +1,19 @@
 """The paged engine's copy of a Llama-family checkpoint: shape, fused weights, HF names.
 
-Supported: `model_type` llama or qwen2 with SiLU MLPs; RoPE of any type transformers
-computes statically (default, linear, llama3, yarn, longrope; not `dynamic`, whose
-frequencies change with the sequence length); grouped-query attention; an explicit
-`head_dim`; Qwen2's q/k/v bias (and Llama's `attention_bias` / `mlp_bias`); tied or
-untied output head. Anything else raises `UnsupportedModel` naming the config field.
+Supported `model_type`s, all with SiLU-gated MLPs and RMSNorm:
+- llama: optional `attention_bias` (q/k/v and o) and `mlp_bias`;
+- qwen2: q/k/v bias; `use_sliding_window` refused;
+- qwen3: per-head RMSNorm of q and k (`q_norm`, `k_norm`, before RoPE), optional
+  `attention_bias` (q/k/v and o); `use_sliding_window` refused;
+- mistral: no biases; `sliding_window` accepted only when it covers the engine's whole
+  context (None, or >= max_model_len: the window then never masks a key), which
+  `ModelShape.check_context` checks once the engine has chosen that length.
+All of them: grouped-query attention, an explicit `head_dim` (which may differ from
+hidden_size / num_attention_heads), tied or untied output head, and RoPE of any type
+transformers computes statically (default, linear, llama3, yarn, longrope; not
+`dynamic`, whose frequencies change with the sequence length). Any other model_type
+(gpt2, gemma, mixtral, ...) or setting raises `UnsupportedModel` naming the config field;
+the `hf` backend (and `vllm`) run those.
 
 q/k/v projections are stored as one fused matrix and gate/up as another, so a layer runs
 two matmuls fewer; `hf_views()` maps every Hugging Face parameter name to the slice of
@@ -21,7 +30,7 @@ from transformers import PretrainedConfig
 from rollout.checkpoint import apply_weight_update, plan_weight_update
 from rollout.errors import UnsupportedModel
 
-MODEL_TYPES = ("llama", "qwen2")
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some older checkpoints saved
 
 
@@ -40,15 +49,23 @@ class ModelShape:
     o_bias: bool
     mlp_bias: bool
     tie_word_embeddings: bool
+    qk_norm: bool = False
+    """Qwen3: RMSNorm over each q and k head (weights [head_dim]) before RoPE."""
+    sliding_window: int | None = None
+    """Mistral: keys further back than this many positions are masked; the engine runs
+    such a model only with a context no longer than the window (`check_context`)."""
 
     @classmethod
     def from_config(cls, config: PretrainedConfig) -> "ModelShape":
         model_type = getattr(config, "model_type", None)
         if model_type not in MODEL_TYPES:
-            raise UnsupportedModel(f"model_type {model_type!r}: the paged engine runs {', '.join(MODEL_TYPES)}")
+            raise UnsupportedModel(
+                f"model_type {model_type!r}: the paged engine runs {', '.join(MODEL_TYPES)}; "
+                "the hf or vllm backend serves other architectures (engine.backend=hf or vllm)"
+            )
         if getattr(config, "hidden_act", "silu") != "silu":
             raise UnsupportedModel(f"hidden_act {config.hidden_act!r}: only silu (SwiGLU) is supported")
-        if model_type == "qwen2" and getattr(config, "use_sliding_window", False):
+        if model_type in ("qwen2", "qwen3") and getattr(config, "use_sliding_window", False):
             raise UnsupportedModel("use_sliding_window: sliding-window attention is not supported")
         num_kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         if config.num_attention_heads % num_kv_heads:
@@ -66,11 +83,23 @@ class ModelShape:
             intermediate_size=config.intermediate_size,
             rms_norm_eps=config.rms_norm_eps,
             max_position_embeddings=config.max_position_embeddings,
-            qkv_bias=model_type == "qwen2" or attention_bias,
-            o_bias=model_type == "llama" and attention_bias,
-            mlp_bias=bool(getattr(config, "mlp_bias", False)),
+            qkv_bias=model_type == "qwen2" or (model_type in ("llama", "qwen3") and attention_bias),
+            o_bias=model_type in ("llama", "qwen3") and attention_bias,
+            mlp_bias=model_type == "llama" and bool(getattr(config, "mlp_bias", False)),
             tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            qk_norm=model_type == "qwen3",
+            sliding_window=getattr(config, "sliding_window", None) if model_type == "mistral" else None,
         )
+
+    def check_context(self, max_model_len: int) -> None:
+        """Refuse a sliding window shorter than the context the engine will use: within
+        the window, sliding-window attention is full causal attention."""
+        if self.sliding_window is not None and self.sliding_window < max_model_len:
+            raise UnsupportedModel(
+                f"sliding_window {self.sliding_window}: sliding-window attention is not supported and the "
+                f"engine's context ({max_model_len} tokens) is longer than the window; set "
+                f"engine.max_model_len <= {self.sliding_window}, or use the hf or vllm backend"
+            )
 
 
 @dataclass
@@ -85,6 +114,8 @@ class LayerWeights:
     gate_up_bias: torch.Tensor | None
     down: torch.Tensor
     down_bias: torch.Tensor | None
+    q_norm: torch.Tensor | None = None  # [head_dim], shared by every q head (Qwen3)
+    k_norm: torch.Tensor | None = None
 
 
 class LlamaWeights:
@@ -110,6 +141,8 @@ class LlamaWeights:
                 gate_up_bias=empty(2 * ffn) if s.mlp_bias else None,
                 down=empty(hidden, ffn),
                 down_bias=empty(hidden) if s.mlp_bias else None,
+                q_norm=empty(s.head_dim) if s.qk_norm else None,
+                k_norm=empty(s.head_dim) if s.qk_norm else None,
             )
             for _ in range(s.num_layers)
         ]
@@ -140,6 +173,9 @@ class LlamaWeights:
                 views[p + "self_attn.o_proj.bias"] = layer.o_bias
             if layer.down_bias is not None:
                 views[p + "mlp.down_proj.bias"] = layer.down_bias
+            if layer.q_norm is not None:
+                views[p + "self_attn.q_norm.weight"] = layer.q_norm
+                views[p + "self_attn.k_norm.weight"] = layer.k_norm
         return views
 
     def load(self, state: Mapping[str, torch.Tensor]) -> None:

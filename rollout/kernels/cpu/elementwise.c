@@ -32,29 +32,45 @@ void treadle_add_rms_norm_f32(float *h, const float *delta, const float *weight,
 }
 
 /* One head of `x` rotated by RoPE at the position whose tables are cos, signed_sin:
- * x * cos + cat(x2, x1) * signed_sin (signed_sin: sin with its first half negated). */
-static inline void rotate(const float *x, const float *cos, const float *signed_sin, float *out, int64_t head_dim) {
+ * x * cos + cat(x2, x1) * signed_sin (signed_sin: sin with its first half negated).
+ * With `norm` (Qwen3's q_norm / k_norm), x is first RMS-normalised over the head and
+ * scaled by norm, as transformers does before RoPE: x * rstd * norm, rounded the same. */
+static inline void rotate(const float *x, const float *norm, float eps, const float *cos, const float *signed_sin,
+                          float *out, int64_t head_dim) {
     const int64_t half = head_dim / 2;
-    for (int64_t d = 0; d < head_dim; ++d) out[d] = x[d] * cos[d] + x[d < half ? d + half : d - half] * signed_sin[d];
+    if (norm == NULL) {
+        for (int64_t d = 0; d < head_dim; ++d) out[d] = x[d] * cos[d] + x[d < half ? d + half : d - half] * signed_sin[d];
+        return;
+    }
+    float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+    for (int64_t d = 0; d < head_dim; ++d) squares += x[d] * x[d];
+    const float rstd = 1.0f / sqrtf(squares / (float)head_dim + eps);
+    for (int64_t d = 0; d < head_dim; ++d) {
+        const int64_t p = d < half ? d + half : d - half;
+        out[d] = x[d] * rstd * norm[d] * cos[d] + x[p] * rstd * norm[p] * signed_sin[d];
+    }
 }
 
 /* Rows of qkv = [q heads | k heads | v heads]: q rotated into q_out [rows, num_heads,
  * head_dim]; k rotated and v copied into the caches ([slots, kv_heads, head_dim]) at
- * slots[r], unless slots[r] < 0 (a row whose KV is cached already). */
+ * slots[r], unless slots[r] < 0 (a row whose KV is cached already). q_norm and k_norm
+ * ([head_dim] each, or both NULL): a per-head RMSNorm of q and of k before the rotation. */
 void treadle_rope_write_f32(const float *qkv, const int64_t *positions, const float *cos, const float *signed_sin,
-                            float *q_out, float *k_cache, float *v_cache, const int64_t *slots, int64_t rows,
-                            int64_t num_heads, int64_t kv_heads, int64_t head_dim, int num_threads) {
+                            const float *q_norm, const float *k_norm, float eps, float *q_out, float *k_cache,
+                            float *v_cache, const int64_t *slots, int64_t rows, int64_t num_heads, int64_t kv_heads,
+                            int64_t head_dim, int num_threads) {
     const int64_t width = (num_heads + 2 * kv_heads) * head_dim, kv_width = kv_heads * head_dim;
 #pragma omp parallel for num_threads(num_threads) if (rows * width >= PARALLEL_MIN_FLOATS)
     for (int64_t r = 0; r < rows; ++r) {
         const float *row = qkv + r * width;
         const float *c = cos + positions[r] * head_dim, *s = signed_sin + positions[r] * head_dim;
         for (int64_t h = 0; h < num_heads; ++h)
-            rotate(row + h * head_dim, c, s, q_out + (r * num_heads + h) * head_dim, head_dim);
+            rotate(row + h * head_dim, q_norm, eps, c, s, q_out + (r * num_heads + h) * head_dim, head_dim);
         if (slots[r] < 0) continue;
         const float *k = row + num_heads * head_dim, *v = k + kv_width;
         for (int64_t h = 0; h < kv_heads; ++h)
-            rotate(k + h * head_dim, c, s, k_cache + slots[r] * kv_width + h * head_dim, head_dim);
+            rotate(k + h * head_dim, k_norm, eps, c, s, k_cache + slots[r] * kv_width + h * head_dim, head_dim);
         memcpy(v_cache + slots[r] * kv_width, v, sizeof(float) * (size_t)kv_width);
     }
 }
