@@ -16,8 +16,8 @@ they return a Verdict and never raise. The steps:
    CORRECT (0.5 = \\frac{1}{2}, 3 = 3.0, (1, 2) = (1,2)), otherwise WRONG_VALUE; an
    answer it cannot parse is NO_ANSWER, a gold it cannot parse is BAD_RECORD.
 
-Step 4 runs in a separate worker process (a fresh interpreter): sympy can
-hang or grind for minutes on hostile input such as `9^{9^{9^{9}}}`, and math-verify's
+Step 4 runs in a separate worker process (reward.worker, a fresh interpreter): sympy
+can hang or grind for minutes on hostile input such as `9^{9^{9^{9}}}`, and math-verify's
 own timeouts use signal.alarm, which works only in a main thread and cannot interrupt
 a long C call. The parent waits at most `timeout_s` for the reply; on expiry it kills
 the worker, starts a fresh one (half a second of imports, not counted against any
@@ -31,18 +31,12 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
-import multiprocessing
 import re
-import signal
-import subprocess
-import sys
 import threading
-from multiprocessing.connection import Connection
-from pathlib import Path
 
 from reward.formats import last_tagged_span
 from reward.verdict import Reason, Verdict
+from reward.worker import BoundedWorker, WorkerStartError
 
 MAX_OUTPUT_CHARS = 131_072
 """Longer outputs are TOO_LONG unscanned (about 32k tokens of reasoning)."""
@@ -61,21 +55,13 @@ GSM8K_MARKER = "####"
 _ANSWER_TAGS = ("<answer>", "</answer>")
 _BOXED = "\\boxed{"
 _UNESCAPED_BRACE = re.compile(r"(?<!\\)[{}]")
-_REAP_TIMEOUT_S = 0.5
 # The worker caps its own CPU time per answer at the wall timeout plus this slack, so a
 # worker orphaned while stuck (its parent killed) still dies; single-threaded, its CPU
 # time never exceeds wall time, so the cap never fires before the parent's timeout.
 _CPU_SLACK_S = 2.0
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
-_WORKER_MAIN = (
-    "import sys; sys.path.insert(0, sys.argv[3]); "
-    "from reward.math_answer import _serve; "
-    "_serve(int(sys.argv[1]), int(sys.argv[2]) if sys.argv[2] else None)"
-)
 
-
-class VerifierStartError(RuntimeError):
-    """The worker process could not start (an environment fault, not a model output)."""
+VerifierStartError = WorkerStartError
+"""The worker process could not start (an environment fault, not a model output)."""
 
 
 def last_boxed(text: str) -> str | None:
@@ -137,18 +123,22 @@ class MathVerifier:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         self.timeout_s = timeout_s
         self.memory_limit_bytes = memory_limit_bytes
-        self.num_restarts = 0
-        self._lock = threading.Lock()
-        self._process: subprocess.Popen | None = None
-        self._conn: Connection | None = None
-        self._ready = False
-        self._closed = False
-        self._start_worker()
+        self._worker = BoundedWorker(
+            "reward.math_answer:_math_handler",
+            name="math-verify",
+            memory_limit_bytes=memory_limit_bytes,
+            startup_timeout_s=STARTUP_TIMEOUT_S,
+        )
 
     @property
     def worker_pid(self) -> int | None:
         """Process id of the current worker (changes when it is replaced)."""
-        return None if self._process is None else self._process.pid
+        return self._worker.worker_pid
+
+    @property
+    def num_restarts(self) -> int:
+        """Workers replaced after a timeout or crash."""
+        return self._worker.num_restarts
 
     def verify(self, gold: str, output: str, timeout_s: float | None = None) -> Verdict:
         """Score `output` against `gold`; `timeout_s` overrides the constructor's limit."""
@@ -169,15 +159,16 @@ class MathVerifier:
         limit = self.timeout_s if timeout_s is None else timeout_s
         if not limit > 0:
             raise ValueError(f"timeout_s must be positive, got {limit!r}")
-        with self._lock:
-            reply = self._ask((gold_text, answer, source != "tail", limit + _CPU_SLACK_S), limit)
-        return _verdict(reply, gold_text, answer, source, limit)
+        reply = self._worker.ask((gold_text, answer, source != "tail"), limit, limit + _CPU_SLACK_S)
+        if reply.status == "ok":
+            status, extracted = reply.value
+        else:
+            status, extracted = reply.status, "" if reply.status == "timeout" else f"exit code {reply.value}"
+        return _verdict(status, extracted, gold_text, answer, source, limit)
 
     def close(self) -> None:
         """Stop the worker; idempotent. Later `verify` calls raise RuntimeError."""
-        with self._lock:
-            self._closed = True
-            self._stop_worker()
+        self._worker.close()
 
     def __enter__(self) -> MathVerifier:
         return self
@@ -185,83 +176,8 @@ class MathVerifier:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _ask(self, request: tuple[str, str, bool, float], timeout_s: float) -> tuple[str, str]:
-        """The worker's (status, extracted text) for `request`, or a timeout/crash status."""
-        if self._closed:
-            raise RuntimeError("MathVerifier is closed")
-        if self._process is None or self._process.poll() is not None:
-            self._restart()  # died between calls (killed from outside): not this answer's fault
-        self._wait_ready()
-        assert self._conn is not None and self._process is not None
-        try:
-            self._conn.send(request)
-            if not self._conn.poll(timeout_s):
-                self._restart(busy=True)
-                return "timeout", ""
-            return self._conn.recv()
-        except (EOFError, BrokenPipeError, ConnectionResetError):
-            dead = self._process
-            self._restart(busy=True)  # reaps `dead` (a no-op kill if it already exited)
-            return "crash", f"exit code {dead.returncode}"
 
-    def _start_worker(self) -> None:
-        # A fresh interpreter rather than multiprocessing's spawn: spawn re-runs the
-        # caller's __main__ in the child (a script without a main guard fails, a Ray
-        # worker re-imports ray). The child talks over one end of a socket pair.
-        parent_conn, child_conn = multiprocessing.Pipe(duplex=True)
-        fd = child_conn.fileno()
-        limit = "" if self.memory_limit_bytes is None else str(self.memory_limit_bytes)
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_MAIN, str(fd), limit, _PACKAGE_ROOT],
-            pass_fds=(fd,),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-        )
-        child_conn.close()  # so a dead worker shows up here as EOFError
-        self._conn, self._ready = parent_conn, False
-
-    def _wait_ready(self) -> None:
-        if self._ready:
-            return
-        assert self._conn is not None and self._process is not None
-        try:
-            message = self._conn.recv() if self._conn.poll(STARTUP_TIMEOUT_S) else None
-        except EOFError:
-            message = None
-        if message != "ready":
-            self._stop_worker()
-            raise VerifierStartError(
-                f"math-verify worker did not report ready within {STARTUP_TIMEOUT_S} s "
-                "(its traceback, if any, is on stderr); is math-verify installed?"
-            )
-        self._ready = True
-
-    def _restart(self, busy: bool = False) -> None:
-        self._stop_worker(busy)
-        self.num_restarts += 1
-        self._start_worker()
-
-    def _stop_worker(self, busy: bool = False) -> None:
-        """End the worker: SIGKILL if `busy` (stuck in sympy) or still starting, else EOF."""
-        busy = busy or not self._ready
-        process, conn = self._process, self._conn
-        self._process, self._conn, self._ready = None, None, False
-        if conn is not None:
-            conn.close()  # an idle worker sees EOF and exits
-        if process is None:
-            return
-        if not busy:
-            try:
-                process.wait(timeout=_REAP_TIMEOUT_S)
-                return
-            except subprocess.TimeoutExpired:
-                pass  # not idle after all
-        process.kill()  # nothing in the worker needs cleaning up
-        process.wait()
-
-
-def _verdict(reply: tuple[str, str], gold: str, answer: str, source: str, timeout_s: float) -> Verdict:
-    status, extracted = reply
+def _verdict(status: str, extracted: str, gold: str, answer: str, source: str, timeout_s: float) -> Verdict:
     # For a bare span show the model's own text; math-verify's match is normalised (0.5 -> \\frac{1}{2}).
     shown = f"{(extracted if source == 'tail' else '') or answer[:60]!r} ({source})"
     if status == "correct":
@@ -278,41 +194,19 @@ def _verdict(reply: tuple[str, str], gold: str, answer: str, source: str, timeou
     return Verdict.fail(Reason.BAD_SYNTAX, f"verifier {status} ({extracted}) on {answer[:60]!r}")
 
 
-def _serve(fd: int, memory_limit_bytes: int | None) -> None:
-    """Worker main: answer (gold, answer, is_bare, cpu_cap_s) requests on socket `fd`."""
-    import resource  # POSIX only, like the rest of treadle's process handling
-
-    conn = Connection(fd)
-    # Ctrl-C in a terminal reaches the whole process group: die at once, even inside sympy.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    if memory_limit_bytes is not None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+def _math_handler():
+    """Worker setup (reward.worker): import math-verify; answer (gold, answer, is_bare) requests."""
     # Timeouts are the parent's job, so math-verify's are off; silence its warning about that.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     from math_verify import parse, verify
 
-    conn.send("ready")
-    while True:
+    def answer(request: tuple[str, str, bool]) -> tuple[str, str]:
         try:
-            gold, answer, is_bare, cpu_cap_s = conn.recv()
-        except EOFError:
-            return
-        _cap_cpu_time(resource, cpu_cap_s)
-        try:
-            reply = _check(parse, verify, gold, answer, is_bare)
+            return _check(parse, verify, *request)
         except (MemoryError, RecursionError) as e:  # hostile input exhausting the worker
-            reply = ("error", type(e).__name__)
-        conn.send(reply)
+            return "error", type(e).__name__
 
-
-def _cap_cpu_time(resource, seconds: float) -> None:
-    """Let the kernel end this process (SIGXCPU) after `seconds` more CPU time."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    soft = math.ceil(usage.ru_utime + usage.ru_stime + seconds)
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    return answer
 
 
 def _check(parse, verify, gold: str, answer: str, is_bare: bool) -> tuple[str, str]:

@@ -29,6 +29,8 @@ class Reason(str, enum.Enum):
     TOO_LONG = "too_long"  # output or answer exceeds a size limit; not scanned
     BAD_RECORD = "bad_record"  # the problem record (numbers/target) is malformed
     TIMEOUT = "timeout"  # checking the answer took longer than the verifier's time limit
+    SCORED = "scored"  # a user's reward function gave a reward below its task's "correct" mark
+    REWARD_ERROR = "reward_error"  # a user's reward function raised or returned no finite number
 
     def __str__(self) -> str:
         return self.value
@@ -45,8 +47,9 @@ def clip_detail(text: str) -> str:
 class Verdict:
     """A reward with its reason and a short human-readable explanation.
 
-    `reward` is 1.0 for a correct answer and 0.0 for every failure; it is a float so
-    that reward shaping can later return partial credit through the same type.
+    `reward` is 1.0 for a correct answer and 0.0 for every failure; a user's reward
+    function (reward.custom_reward) gives any finite float, reason CORRECT at or above
+    its task's mark and SCORED below it (partial or negative credit).
     `detail` is at most MAX_DETAIL_CHARS characters (enforced by the constructors
     below) and says what was wrong, e.g. "evaluates to 17/3, target 24".
     """

@@ -46,4 +46,6 @@ def test_reason_serialises_as_its_value():
         "too_long",
         "bad_record",
         "timeout",
+        "scored",
+        "reward_error",
     }
