@@ -84,8 +84,9 @@ class RolloutActor:
 
         from actors.rollout_core import RolloutCore
         from reasoning.controllers.limits import ThreadLimits
-        from reasoning.countdown.tokenizer import load_tokenizer
+        from reasoning.tasks import make_task
         from rollout import SamplingParams, make_engine
+        from rollout.tokenizer import load_tokenizer
 
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -98,9 +99,11 @@ class RolloutActor:
         train = config.train
         sampling = SamplingParams(max_tokens=train.max_new_tokens, temperature=train.temperature)
         limits = ThreadLimits(**{**vars(config.threads), "max_thread_tokens": train.max_new_tokens})
+        self.task = make_task(config.task)
         self.core = RolloutCore(
-            engine, tokenizer, mode=train.mode, group_size=config.rl.group_size, sampling=sampling, limits=limits
-        )
+            engine, tokenizer, self.task, mode=train.mode, group_size=config.rl.group_size, sampling=sampling,
+            limits=limits,
+        )  # fmt: skip
         self.running = False
         self.groups_done = 0
         self.active_groups = 0
@@ -122,9 +125,9 @@ class RolloutActor:
     def stop(self) -> None:
         self.running = False
 
-    async def evaluate(self, problems: list) -> dict:
+    async def evaluate(self, problems: list, trained_keys: list | None = None) -> dict:
         """Greedy accuracy on held-out problems, alongside the generation loop."""
-        return await self.core.evaluate(problems)
+        return await self.core.evaluate(problems, set(trained_keys) if trained_keys is not None else None)
 
     async def update_weights(self, named_arrays: dict, version: int) -> int:
         await self.core.load_weights(named_arrays, version)
@@ -133,38 +136,27 @@ class RolloutActor:
         return version
 
     def stats(self) -> dict:
-        """Groups finished, the fraction of time with no group being generated, engine counters."""
-        return {"groups": self.groups_done, "idle_ratio": self.idle.ratio(), **asdict(self.core.engine.stats())}
+        """Groups finished, the fraction of time with no group being generated, engine
+        counters, and the task's scoring failures (a custom reward function's, by kind)."""
+        failures = dict(getattr(self.task, "failures", {}))
+        return {"groups": self.groups_done, "idle_ratio": self.idle.ratio(), "reward_failures": failures,
+                **asdict(self.core.engine.stats())}  # fmt: skip
 
     async def _loop(self, buffer) -> None:
-        from actors.rollout_core import episode_meta, group_record_batch
-        from reasoning.countdown.problems import Problem
-
         while self.running:
             ticket = await buffer.admit.remote(self.worker_id, ADMIT_WAIT_S)
             if ticket is None:
                 continue
-            # Group g samples problem g (mod the set): the buffer's ticket cursor is the data
-            # cursor, so a resumed run goes on where the checkpoint stopped. One id per
-            # ticket: the learner groups episodes by problem id, and a later epoch draws
-            # the same problem again.
-            base = self.problems[ticket.ticket_id % len(self.problems)]
-            problem = Problem(f"{base.id}#{ticket.ticket_id}", base.numbers, base.target)
             self.active_groups += 1
             self.idle.set_busy(True)
             try:
-                episodes = await self.core.run_group(problem, problem.id)
+                group = await self.core.generate(self.problems, ticket.ticket_id, ticket.admitted_version)
             finally:
                 self.active_groups -= 1
                 self.idle.set_busy(self.active_groups > 0)
-            batch = group_record_batch(episodes)
             if self.log is not None:
-                self.log.append(batch)
-            metas = [
-                (episode.episode_id, episode_meta(episode, problem.id, i, ticket.admitted_version))
-                for i, episode in enumerate(episodes)
-            ]
-            await buffer.put_group.remote(ticket, batch, metas)
+                self.log.append(group.batch)
+            await buffer.put_group.remote(ticket, group.batch, group.metas)
             self.groups_done += 1
 
 
@@ -177,15 +169,18 @@ class LearnerActor:
     def __init__(self, checkpoint: str, rl_config: Any, rank: int = 0, world_size: int = 1, master_address: str = ""):
         import torch
 
+        from learner.distributed import learner_device, process_group_backend
         from learner.models import load_model
         from learner.rl_step import RLLearner
-        from reasoning.countdown.tokenizer import load_tokenizer
+        from rollout.tokenizer import load_tokenizer
 
         torch.set_num_threads(1)
+        learner_device(rl_config)  # fails now, naming rl.device, when cuda is asked for and not there
         if world_size > 1:
             import torch.distributed as dist
 
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            # NCCL only among CUDA learners; learners on the CPU all-reduce through gloo.
+            backend = process_group_backend(rl_config.device)
             dist.init_process_group(backend, init_method=f"tcp://{master_address}", rank=rank, world_size=world_size)
         self.checkpoint = checkpoint
         self.tokenizer = load_tokenizer(checkpoint)
@@ -209,13 +204,14 @@ class LearnerActor:
         """The weights on rank 0, None on other ranks (which must still call it under FSDP2)."""
         return self.learner.weights()
 
-    def save(self, directory: str) -> str:
-        """The policy as a Hugging Face model directory (rank 0 writes; every rank calls)."""
+    def save(self, directory: str, trained_keys: list | None = None) -> str:
+        """The policy as a Hugging Face model directory with the keys of the problems it
+        was trained on (rank 0 writes; every rank calls)."""
         from learner.checkpoint import save_checkpoint
 
         model = self._whole_model()
         if model is not None:
-            save_checkpoint(directory, model, self.tokenizer, None, None)
+            save_checkpoint(directory, model, self.tokenizer, None, trained_keys)
         return directory
 
     def save_state(self, directory: str) -> int:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,7 @@ def save_config(config: Any, run_dir: Path) -> None:
 
 def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
     """Run `config.train.steps` learner steps in `run_dir`, or go on from its newest checkpoint."""
+    inputs = prepare_inputs(config)  # everything that can be refused is refused before Ray starts
     state = run_checkpoint.load(run_checkpoint.latest(run_dir)) if resume else None
     start_version = state.version if state else 0
     if start_version >= config.train.steps:
@@ -61,7 +64,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
         save_config(config, run_dir)
     restores = 0
     while True:
-        loop = TrainingLoop(config, run_dir, state, restores)
+        loop = TrainingLoop(config, run_dir, inputs, state, restores)
         try:
             return loop.run()
         except ray_exceptions.RayActorError as e:  # a learner (or the buffer) died: go back to the last checkpoint
@@ -75,35 +78,87 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
             loop.shutdown()
 
 
+@dataclass
+class RunInputs:
+    """What a run reads before Ray starts: the policy directory, the task's problems and
+    the problem keys the final policy will have been trained on."""
+
+    policy: str
+    train_problems: list
+    held_out: list
+    trained_keys: list
+    """JSON-able keys: the start policy's (trained_problems.json) and this run's train problems."""
+
+
+def prepare_inputs(config: Any) -> RunInputs:
+    """Read and check the run's inputs; UsageError naming the key or file otherwise.
+
+    The task's files are read, the tokenizer loaded, and the task and the thread
+    protocol check it (chat template, single-token tags, the reward function imports),
+    so a bad input fails here and not inside an actor."""
+    from configs.experiment import train_policy
+    from learner.checkpoint import load_trained_keys
+    from reasoning.controllers.factory import make_controller
+    from reasoning.tasks import TaskError, make_task
+    from rollout.engine import SamplingParams
+    from rollout.tokenizer import TokenizerError, load_tokenizer
+
+    policy = train_policy(config)
+    if not policy:
+        raise UsageError("train.checkpoint: no policy to start from; set train.checkpoint=DIR or model.path=DIR")
+    if not (Path(policy) / "config.json").is_file():
+        raise UsageError(f"train.checkpoint: {policy} is not a model directory (no config.json)")
+    task = make_task(config.task)
+    try:
+        tokenizer = load_tokenizer(policy)
+        train_problems, held_out = task.split()
+        sampling = SamplingParams(max_tokens=config.train.max_new_tokens)
+        make_controller(config.train.mode, None, tokenizer, task, sampling, config.threads)
+    except (TaskError, TokenizerError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    finally:
+        task.close()
+    if not held_out and config.train.eval_every:
+        raise UsageError("task.eval_file: evaluations (train.eval_every > 0) need held-out problems; "
+                         "give task.eval_file or set train.eval_every=0")  # fmt: skip
+    keys = set(load_trained_keys(policy) or ()) | {p.key for p in train_problems}
+    return RunInputs(policy, train_problems, held_out[: config.train.eval_problems], [_json_key(k) for k in keys])
+
+
+def _json_key(key: Any) -> Any:
+    return [_json_key(k) for k in key] if isinstance(key, tuple) else key
+
+
 class TrainingLoop:
     """The actors of one run and the loop over learner steps (see the module doc)."""
 
-    def __init__(self, config: Any, run_dir: Path, state: LoopCheckpoint | None, restores: int = 0):
+    def __init__(self, config: Any, run_dir: Path, inputs: RunInputs, state: LoopCheckpoint | None, restores: int = 0):
         from actors.actors import BufferActor, LearnerActor, RolloutActor
         from actors.dashboard_metrics import DashboardMetrics
         from actors.ray_setup import start_ray
         from actors.run_log import RunLog
-        from reasoning.countdown.problems import generate_problems
 
-        self.config, self.run_dir = config, run_dir
+        self.config, self.run_dir, self.inputs = config, run_dir, inputs
         train, rl = config.train, config.rl
         self.version = state.version if state else 0
-        train_problems, val_problems = generate_problems(config.task)
-        self.held_out = val_problems[: train.eval_problems]
+        self.held_out = inputs.held_out
         self.log = RunLog(run_dir, resume_version=self.version if state else None)
         start_ray(train.num_cpus, train.object_store_mb, train.dashboard)
         batch_size = train.batch_groups * rl.group_size
         self.buffer = BufferActor.options(name="treadle-buffer").remote(train.max_staleness, batch_size, rl.group_size)
         # Every learner call goes to every rank (they step, gather and save in lockstep); rank 0 answers.
-        self.learners = _start_learners(LearnerActor, train.checkpoint, rl, train.num_learners)
+        learner_gpus = train.learner_gpus if rl.device == "cuda" else 0
+        self.learners = _start_learners(LearnerActor, inputs.policy, rl, train.num_learners, learner_gpus)
         if state is not None:
             ray.get([rank.load_state.remote(str(state.directory)) for rank in self.learners])
             ray.get(self.buffer.load_state.remote(state.buffer, _put_buffered_episodes(state)))
+        rollout_gpus = train.rollout_gpus if config.engine.device == "cuda" else 0
         # Held here for the whole run: a worker Ray restarts reads its problems again.
-        self.problems_ref = ray.put(train_problems)
+        self.problems_ref = ray.put(inputs.train_problems)
+        self.trained_keys_ref = ray.put([tuple_key(k) for k in inputs.trained_keys])
         self.workers = [
-            RolloutActor.options(name=f"treadle-rollout-{i}").remote(
-                f"rollout-{i}", train.checkpoint, [self.problems_ref], config,
+            RolloutActor.options(name=f"treadle-rollout-{i}", num_gpus=rollout_gpus).remote(
+                f"rollout-{i}", inputs.policy, [self.problems_ref], config,
                 str(run_dir.resolve() / "rollouts" / f"rollout-{i}"),
             )
             for i in range(train.num_rollout_workers)
@@ -145,7 +200,7 @@ class TrainingLoop:
             worker.stop.remote()
         ray.get(self.loops)  # groups being generated finish and are buffered: the last checkpoint keeps them
         checkpoint = self._checkpoint()
-        final = ray.get([rank.save.remote(str(self.run_dir / "final")) for rank in self.learners])[0]
+        final = ray.get([rank.save.remote(str(self.run_dir / "final"), self.inputs.trained_keys) for rank in self.learners])[0]
         (self.run_dir / "eval.json").write_text(json.dumps(self.evaluations, indent=2) + "\n")
         report = write_report(self.run_dir, self.evaluations, train.max_staleness)
         return {**last, "evaluations": self.evaluations, "final": final, "checkpoint": str(checkpoint),
@@ -180,12 +235,18 @@ class TrainingLoop:
         self._restart_dead_workers()
         worker_stats = [s for s in self._call_workers("stats") if s is not None] or [{"tokens_generated": 0, "idle_ratio": 1.0}]
         buffer_metrics = ray.get(self.buffer.metrics.remote())
+        reward_failures: dict[str, int] = {}
+        for s in worker_stats:
+            for kind, count in s.get("reward_failures", {}).items():
+                reward_failures[kind] = reward_failures.get(kind, 0) + count
         tokens_now = sum(s["tokens_generated"] for s in worker_stats)
         generated, self.tokens_generated = max(tokens_now - self.tokens_generated, 0), tokens_now
         return {
             "version": self.version,
             "reward": stats["mean_reward"],
-            "accuracy": sum(e.meta.reward == 1.0 for e in batch) / len(batch),
+            "accuracy": sum(e.meta.reason == "correct" for e in batch) / len(batch),
+            "reasons": dict(Counter(e.meta.reason for e in batch).most_common()),
+            "reward_failures": reward_failures,
             **{k: stats[k] for k in STEP_STATS},
             "learner_wait_s": round(step_start - wait_start, 3),
             "learner_step_s": round(sync_start - step_start, 3),
@@ -244,10 +305,10 @@ class TrainingLoop:
 
     def _evaluate(self) -> float:
         try:
-            result = ray.get(self.workers[0].evaluate.remote(self.held_out))
+            result = ray.get(self.workers[0].evaluate.remote(self.held_out, self.trained_keys_ref))
         except WORKER_GONE:  # the worker died during the evaluation: once more on the restarted one
             self._restart_dead_workers()
-            result = ray.get(self.workers[0].evaluate.remote(self.held_out))
+            result = ray.get(self.workers[0].evaluate.remote(self.held_out, self.trained_keys_ref))
         self.evaluations.append({"step": self.version, **result})
         return result["accuracy"]
 
@@ -281,17 +342,17 @@ MAX_RESTORES = 3  # returns to the last checkpoint after a dead learner, per `ru
 STEP_STATS = ("loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "updates", "token_staleness", "tokens")
 
 
-def _start_learners(actor_class: Any, checkpoint: str, rl: Any, num_learners: int) -> list:
+def _start_learners(actor_class: Any, checkpoint: str, rl: Any, num_learners: int, num_gpus: float) -> list:
     """The learner ranks; with more than one they rendezvous on a free port of 127.0.0.1."""
     import socket
 
     if num_learners == 1:
-        return [actor_class.options(name="treadle-learner").remote(checkpoint, rl)]
+        return [actor_class.options(name="treadle-learner", num_gpus=num_gpus).remote(checkpoint, rl)]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{s.getsockname()[1]}"
     learners = [
-        actor_class.options(name=f"treadle-learner-{rank}").remote(checkpoint, rl, rank, num_learners, address)
+        actor_class.options(name=f"treadle-learner-{rank}", num_gpus=num_gpus).remote(checkpoint, rl, rank, num_learners, address)
         for rank in range(num_learners)
     ]
     ray.get([rank.ready.remote() for rank in learners])
@@ -319,6 +380,11 @@ class _Clock:
 
     def learner_idle_ratio(self) -> float:
         return max(0.0, 1.0 - self.busy / max(self.elapsed(), 1e-9))
+
+
+def tuple_key(key: Any) -> Any:
+    """A JSON key back as the task's hashable key (lists as tuples)."""
+    return tuple(tuple_key(k) for k in key) if isinstance(key, list) else key
 
 
 def _ledger_entry(entry: Any, learner_version: int) -> dict[str, Any]:

@@ -79,6 +79,8 @@ class EpisodeMeta:
     max_version: int
     """Policy version of the newest generated token."""
     reward: float
+    reason: str = ""
+    """The verdict's reason (reward.Reason): the driver counts them per step."""
 
 
 @dataclass(frozen=True)

@@ -36,19 +36,20 @@ def report(args: argparse.Namespace) -> int:
 def run(checkpoint: str, num_problems: int, k: int, quiet: bool = False) -> dict:
     from configs.experiment import load_config
     from reasoning.countdown.problems import generate_problems
-    from reasoning.countdown.tokenizer import load_tokenizer
+    from rollout.tokenizer import load_tokenizer
     from reasoning.multipath.config import MultiPathConfig
     from reasoning.multipath.runner import MODES, MultiPathRunner
+    from reasoning.tasks import make_task
     from rollout import EngineConfig, make_engine
 
-    task = load_config("configs/countdown-3.yaml").task
+    task = load_config("configs/countdown-3.yaml").task.countdown
     task.num_train = 0  # val is drawn first, so it is the same split without the train set
     _, val = generate_problems(task)
     problems = val[:num_problems]
     tokenizer = load_tokenizer(checkpoint)
     engine = make_engine("paged", checkpoint, tokenizer, EngineConfig())
     config = MultiPathConfig(k=k)
-    runner = MultiPathRunner(engine, tokenizer, config, max_tokens=256)
+    runner = MultiPathRunner(engine, tokenizer, make_task("countdown"), config, max_tokens=256)
     figures: dict = {"problems": len(problems), "k": k, "temperature": config.temperature}
     episodes_by_mode = {}
     for mode in MODES:

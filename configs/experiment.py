@@ -1,6 +1,6 @@
 """The root of the config tree: one experiment = task, tokenizer, model and its stages.
 
-    config = load_config("configs/countdown-3.yaml", ["task.num_train=1000"])
+    config = load_config("configs/countdown-3.yaml", ["task.countdown.num_train=1000"])
 
 The whole tree is built and validated here, before any data, model or Ray is touched.
 """
@@ -17,9 +17,10 @@ from learner.rl_config import RLConfig
 from learner.presets import ModelConfig
 from learner.sft_config import SFTConfig
 from reasoning.controllers.limits import ThreadLimits
-from reasoning.countdown.config import CountdownConfig, TokenizerConfig, TraceConfig
+from reasoning.countdown.config import TokenizerConfig, TraceConfig
 from reasoning.eval.config import EvalConfig
 from reasoning.multipath.config import MultiPathConfig
+from reasoning.tasks.config import TaskConfig
 from rollout.config import EngineConfig
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -31,8 +32,8 @@ class ExperimentConfig:
 
     name: str = "countdown-3"
     """Experiment name (letters, digits, . _ -); runs are written under runs/<name>."""
-    task: CountdownConfig = field(default_factory=CountdownConfig)
-    """The Countdown problems."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """The task: its problems, prompts and reward (countdown, math or custom)."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     """The tokenizer built for a fresh model."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -62,6 +63,11 @@ class ExperimentConfig:
             "name",
             f"must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit; got {self.name!r}",
         )
+
+
+def train_policy(config: ExperimentConfig) -> str:
+    """The policy `treadle train` starts from: train.checkpoint, else model.path; "" if neither."""
+    return config.train.checkpoint or config.model.path or ""
 
 
 def run_dir(config: ExperimentConfig) -> Path:

@@ -10,10 +10,12 @@ from configs.typed import bounds, one_of
 class TrainConfig:
     """The loop: who generates, how stale data may be, how many learner steps."""
 
-    checkpoint: str = "checkpoints/countdown-3-sft-apr"
-    """The policy to start from (a Hugging Face model directory with its tokenizer)."""
-    mode: str = field(default="apr", metadata=one_of("sequential", "apr"))
-    """How rollout workers reason: one thread, or APR spawn/join thread trees."""
+    checkpoint: str = ""
+    """The policy to start from (a Hugging Face model directory with its tokenizer);
+    empty: model.path."""
+    mode: str = field(default="apr", metadata=one_of("sequential", "apr", "parallel"))
+    """How rollout workers reason: one thread, APR spawn/join thread trees, or parallel
+    blocks whose threads continue the parent's prefix."""
     steps: int = field(default=20, metadata=bounds(ge=1, le=10_000_000))
     """Learner steps (each bumps the policy version by one)."""
     batch_groups: int = field(default=8, metadata=bounds(ge=1, le=100_000))
@@ -41,6 +43,12 @@ class TrainConfig:
     after the last; `treadle train --resume RUN` goes on from the newest (0 = last only)."""
     keep_checkpoints: int = field(default=2, metadata=bounds(ge=1, le=1000))
     """How many of the newest loop checkpoints to keep."""
+    rollout_gpus: float = field(default=0.5, metadata=bounds(ge=0.0, le=64.0))
+    """GPUs Ray reserves for each rollout worker when engine.device is cuda (a fraction
+    shares a GPU: with the default one worker and one learner fit on one GPU)."""
+    learner_gpus: float = field(default=0.5, metadata=bounds(ge=0.0, le=64.0))
+    """GPUs Ray reserves for each learner when rl.device is cuda (NCCL needs a whole GPU
+    per rank: use 1 with several learners)."""
     num_cpus: int = field(default=2, metadata=bounds(ge=1, le=4096))
     """CPUs of the local Ray started when RAY_ADDRESS is unset."""
     object_store_mb: int = field(default=512, metadata=bounds(ge=80, le=10_000_000))

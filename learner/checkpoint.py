@@ -52,12 +52,17 @@ def load_trainer_state(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable trainer state ({e})") from None
 
 
-def load_trained_keys(directory: str | Path) -> set[tuple[tuple[int, ...], int]] | None:
-    """Keys of the problems a checkpoint was trained on, or None if it does not record them."""
+def load_trained_keys(directory: str | Path) -> set[Any] | None:
+    """Keys of the problems a checkpoint was trained on (a task's problem keys, JSON lists
+    read back as tuples), or None if it does not record them."""
     path = Path(directory) / TRAINED_PROBLEMS
     if not path.is_file():
         return None
-    return {(tuple(numbers), target) for numbers, target in json.loads(path.read_text())}
+    return {_frozen(key) for key in json.loads(path.read_text())}
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def rng_state() -> dict[str, Any]:

@@ -6,8 +6,10 @@ already holds the global normalization (learner/ppo_loss.py `normalization_weigh
 a rank's loss is its part of the global loss, the sum of the ranks' gradients is the
 gradient of one learner on the whole batch, and after the all-reduce every rank clips
 and steps identically: the replicas stay equal without broadcasting weights.
-torch.distributed with gloo on CPU, NCCL on GPU; the process group is set up by the
-caller (the Ray learner actor).
+torch.distributed with gloo on CPU, NCCL on GPU (`rl.device`, learner/distributed.py);
+the process group is set up by the caller (the Ray learner actor). Gradients and
+parameters are reduced where they live; the step's CPU metric sums go through the GPU
+when the backend is NCCL, which reduces only GPU tensors.
 
 Two ways to keep the ranks in step (`rl.data_parallel`): "replicate" keeps a whole copy
 of the model, optimizer and gradients on every rank and all-reduces the gradients once
@@ -54,6 +56,13 @@ def all_reduce_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum `values` over the ranks in place (a CPU tensor takes a round trip through this
+    rank's GPU under NCCL)."""
+    if dist.get_backend() == "nccl" and values.device.type != "cuda":
+        on_gpu = values.to("cuda")
+        dist.all_reduce(on_gpu)
+        values.copy_(on_gpu)
+        return values
     dist.all_reduce(values)
     return values
 
@@ -65,13 +74,15 @@ def passes_per_rank(shards: Sequence[Sequence[int]], chunk: Sequence[int]) -> in
     return max(len(members.intersection(shard)) for shard in shards)
 
 
-def shard_model(model: torch.nn.Module, world_size: int) -> torch.nn.Module:
+def shard_model(model: torch.nn.Module, world_size: int, device: str | None = None) -> torch.nn.Module:
     """FSDP2: shard each decoder layer and the rest of the model over the ranks, with
-    gradients summed (not averaged) across ranks since the loss weights are global shares."""
+    gradients summed (not averaged) across ranks since the loss weights are global shares.
+    The mesh is on `device` ("cpu" or "cuda"; default: where the model's parameters are),
+    so a CPU learner on a GPU machine keeps its shards on the CPU."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device or next(model.parameters()).device.type
     mesh = init_device_mesh(device, (world_size,))
     for layer in model.model.layers:
         fully_shard(layer, mesh=mesh)

@@ -41,7 +41,9 @@ class ModelConfig:
     preset: str = field(default="tiny", metadata=one_of(*PRESETS))
     """Shape of a freshly initialised model (ignored when `path` is set)."""
     path: str | None = None
-    """A local Hugging Face checkpoint directory to load instead of a preset."""
+    """A local Hugging Face model directory (config, safetensors and tokenizer): the
+    policy every stage starts from unless the stage's own checkpoint key is set
+    (train.checkpoint, eval.checkpoint); SFT fine-tunes it instead of a fresh preset."""
     init_seed: int = field(default=0, metadata=bounds(ge=0, le=2**63 - 1))
     """Seed of the random initialisation of a preset."""
     dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16", "float16"))

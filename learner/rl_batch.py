@@ -1,14 +1,15 @@
 """From episode rows to packed RL micro-batches: group advantages, broadcast, alignment.
 
-Input is thread rows of the episode table (reasoning/episode_table.py), as dicts or an
-Arrow table. Grouping rules:
+Input is thread rows of the episode table, version 2 (reasoning/episode_table.py), as
+dicts or an Arrow table. Grouping rules:
   - an episode is all rows sharing an `episode_id`; its reward is the rows' `reward`
     (every thread of an episode carries the same one);
-  - a group is all episodes sharing a `problem_id` (the k episodes sampled for one
-    problem); the estimator (learner/advantages.py) runs over each group's rewards.
+  - a group is all episodes sharing a `group_id` (the k episodes sampled for one
+    problem under one ticket); the estimator (learner/advantages.py) runs over each
+    group's rewards.
 With `parallel_bonus > 0` the ThreadWeaver bonus is added to each episode's reward
 before the estimator, so it rewards parallelism relative to the rest of the group; it
-needs each episode's (total tokens, critical-path tokens) in `episode_tokens`.
+reads each episode's `episode_total_tokens` and `episode_critical_path_tokens`.
 
 Alignment: position p of a thread predicts token p + 1. So at position p the batch
 holds label token_ids[p + 1], loss mask trainable[p + 1], the behaviour logprob and
@@ -19,7 +20,7 @@ than `seq_len` widens the rows of its batch to its length. Pure numpy: no torch,
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,36 +60,35 @@ class RLBatch:
 
 
 def episode_advantages(
-    rows: list[dict[str, Any]],
-    estimator: str,
-    parallel_bonus: float = 0.0,
-    episode_tokens: Mapping[str, tuple[int, int]] | None = None,
+    rows: list[dict[str, Any]], estimator: str, parallel_bonus: float = 0.0
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(episode ids in first-seen order, their rewards, their advantages)."""
     episode_ids: list[str] = []
     rewards: dict[str, float] = {}
-    problem_of: dict[str, str] = {}
+    group_of: dict[str, str] = {}
+    tokens: dict[str, tuple[Any, Any]] = {}
     for row in rows:
         eid, reward = row["episode_id"], row["reward"]
         if reward is None:
             raise RLBatchError(f"episode {eid} thread {row['thread_id']}: no reward")
         if eid not in rewards:
             episode_ids.append(eid)
-            rewards[eid], problem_of[eid] = float(reward), row["problem_id"]
-        elif rewards[eid] != float(reward) or problem_of[eid] != row["problem_id"]:
-            raise RLBatchError(f"episode {eid}: threads disagree on reward or problem")
+            rewards[eid], group_of[eid] = float(reward), row["group_id"]
+            tokens[eid] = (row.get("episode_total_tokens"), row.get("episode_critical_path_tokens"))
+        elif rewards[eid] != float(reward) or group_of[eid] != row["group_id"]:
+            raise RLBatchError(f"episode {eid}: threads disagree on reward or group")
     reward = np.array([rewards[e] for e in episode_ids], dtype=np.float64)
     shaped = reward.copy()
     if parallel_bonus > 0:
-        missing = [e for e in episode_ids if episode_tokens is None or e not in episode_tokens]
+        missing = [e for e in episode_ids if None in tokens[e]]
         if missing:
             raise RLBatchError(f"parallel_bonus needs total and critical-path tokens; missing for {missing[:3]}")
-        total, critical = zip(*(episode_tokens[e] for e in episode_ids))
+        total, critical = zip(*(tokens[e] for e in episode_ids))
         shaped += parallelization_bonus(reward, total, critical, parallel_bonus)
     advantage = np.zeros_like(reward)
     groups: dict[str, list[int]] = {}
     for i, eid in enumerate(episode_ids):
-        groups.setdefault(problem_of[eid], []).append(i)
+        groups.setdefault(group_of[eid], []).append(i)
     for members in groups.values():
         advantage[members] = ESTIMATORS[estimator](shaped[members])
     return episode_ids, reward, advantage
@@ -147,7 +147,6 @@ def build_batch(
     seq_len: int,
     rows_per_micro_batch: int,
     parallel_bonus: float = 0.0,
-    episode_tokens: Mapping[str, tuple[int, int]] | None = None,
     layout: str = "packed",
 ) -> RLBatch:
     """Advantages per episode, broadcast to every trained token, packed into micro-batches
@@ -155,7 +154,7 @@ def build_batch(
     if layout not in ("packed", "rows"):
         raise ValueError(f"layout {layout!r}: choose packed or rows")
     rows = rows.to_pylist() if isinstance(rows, pa.Table) else list(rows)
-    episode_ids, rewards, advantages = episode_advantages(rows, estimator, parallel_bonus, episode_tokens)
+    episode_ids, rewards, advantages = episode_advantages(rows, estimator, parallel_bonus)
     index_of = {eid: i for i, eid in enumerate(episode_ids)}
     # Packed: threads of one episode stay together so an episode rarely spans micro-batches.
     # Rows: threads of like length share a micro-batch, so rows carry little padding.

@@ -65,10 +65,24 @@ class RLConfig:
     length, as many rows of the longest one's width as fit in `rows` * `seq_len` tokens;
     no mask is needed, so causal attention skips the masked half (about 1.5x faster on
     APR's short threads on a CPU)."""
+    device: str = field(default="cpu", metadata=one_of("cpu", "cuda"))
+    """Where the policy, the reference model, the optimizer states and the micro-batches
+    live: cpu, or cuda (the learner process's current GPU; Ray gives each learner actor
+    one). Several learners talk over gloo on cpu and NCCL on cuda (learner/distributed.py)."""
+    dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16"))
+    """Compute precision of the model's forward. float32: everything in fp32. bfloat16
+    (cuda only): the forward and backward run under bf16 autocast, while the master
+    weights, gradients and optimizer states stay fp32 and the log-softmax, entropy and
+    loss are computed in fp32 from the bf16 logits (or hidden states)."""
 
     def validate(self) -> None:
         require(
             not (self.data_parallel == "fsdp2" and self.optimizer == "muon"), "optimizer",
             "muon is not supported with data_parallel fsdp2; use adamw",
+        )  # fmt: skip
+        require(
+            not (self.dtype == "bfloat16" and self.device != "cuda"), "dtype",
+            "bfloat16 needs device cuda (bf16 autocast is a GPU speed-up; a CPU learner "
+            "computes in float32); set device=cuda or dtype=float32",
         )  # fmt: skip
         require(self.clip_low < 1.0, "clip_low", f"must be < 1 so the clipped ratio stays positive; got {self.clip_low}")

@@ -3,10 +3,17 @@
 `RLLearner.step(rows)` packs the episode rows (learner/rl_batch.py) into micro-batches
 (one forward each), splits them into `rl.mini_batches` groups and makes one optimizer
 update per group, `rl.ppo_epochs` times over; then it bumps `version` once. An update
-runs each of its micro-batches forward and backward in fp32 (the decoupled PPO loss of
+runs each of its micro-batches forward and backward (the decoupled PPO loss of
 learner/ppo_loss.py, every token weighted by its share of the update's normalized
 loss, so the micro-batches' gradients add up to the update's), then clips the gradient
 and steps the optimizer(s). The Ray actor wraps this class.
+
+Device and precision (`rl.device`, `rl.dtype`): the model, the reference and each
+micro-batch's tensors sit on the CPU or the process's GPU. In float32 everything is
+fp32 (the CPU path). In bfloat16 (GPU only) the decoder's forward and backward run
+under bf16 autocast over fp32 master weights, so gradients and optimizer states are
+fp32; the log-softmax, entropy and loss take the bf16 logits (or hidden states) up to
+fp32 outside autocast.
 
 Proximal policy: AReaL's pi_prox is the learner's weights before the step's first update.
 With a single update per step the forward runs with exactly those weights, so the
@@ -22,6 +29,7 @@ learning-rate schedules.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -41,12 +49,15 @@ from learner.data_parallel import (
     passes_per_rank,
     shard_model,
 )
+from learner.distributed import learner_device
 from learner.ppo_loss import decoupled_ppo_loss, normalization_weights
 from learner.rl_batch import MicroBatch, RLBatch, build_batch
 from learner.rl_config import RLConfig
 
 
-def label_logprobs(model: torch.nn.Module, batch: MicroBatch, head: str = "full") -> tuple[torch.Tensor, torch.Tensor]:
+def label_logprobs(
+    model: torch.nn.Module, batch: MicroBatch, head: str = "full", autocast_dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(label | prefix), entropy of p) at every position, each [rows, seq_len] fp32;
     the logprob is 0 where there is no label, the entropy 0 on padding.
 
@@ -55,6 +66,9 @@ def label_logprobs(model: torch.nn.Module, batch: MicroBatch, head: str = "full"
     (learner/fused_logprob.py), never holding [tokens, vocab] logits. The forward runs
     only over the columns some row uses: packed rows are filled from the left, so
     trailing all-padding columns (a short last micro-batch) cost nothing.
+
+    `autocast_dtype` (bf16 on a GPU) runs the model's forward under autocast to it; the
+    log-softmax and entropy are computed in fp32 after it either way.
     """
     device = next(model.parameters()).device
     packed = batch.packed
@@ -67,13 +81,17 @@ def label_logprobs(model: torch.nn.Module, batch: MicroBatch, head: str = "full"
         "attention_mask": None if packed.one_per_row else attention_mask(packed.segment_ids[:, :width]).to(device),
     }
     labels = torch.from_numpy(packed.labels[:, :width]).to(device)
+    forward = contextlib.nullcontext() if autocast_dtype is None else torch.autocast(device.type, autocast_dtype)
     if head == "full":
-        logp = torch.log_softmax(model(**inputs).logits.float(), dim=-1)
+        with forward:
+            logits = model(**inputs).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
         entropy = -(logp.exp() * logp).sum(-1)
         gathered = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         logprobs = torch.where(labels != IGNORE, gathered, torch.zeros_like(gathered))
     else:
-        hidden = model.model(**inputs).last_hidden_state
+        with forward:
+            hidden = model.model(**inputs).last_hidden_state
         flat_logprobs, flat_entropy = logprob_and_entropy(
             hidden.reshape(-1, hidden.shape[-1]), model.lm_head.weight, labels.reshape(-1),
             backend="torch" if head == "chunked" else "triton",
@@ -106,24 +124,23 @@ class RLLearner:
         self.config = config
         self.rank, self.world_size = rank, world_size
         self.sharded = config.data_parallel == "fsdp2" and world_size > 1
+        self.device = learner_device(config)
+        self.autocast_dtype = torch.bfloat16 if config.dtype == "bfloat16" else None
         self.version = 0
         self.reference: torch.nn.Module | None = None
         if config.kl_coef > 0:  # a whole frozen copy on every rank (forward only)
-            self.reference = copy.deepcopy(model).float().eval().requires_grad_(False)
-        self.model = model.float().train()
+            self.reference = copy.deepcopy(model).float().to(self.device).eval().requires_grad_(False)
+        self.model = model.float().to(self.device).train()  # fp32 master weights, also under bf16 autocast
         if self.sharded:
-            self.model = shard_model(self.model, world_size)
+            self.model = shard_model(self.model, world_size, self.device.type)
         self.optimizers = build_optimizers(
             self.model, config.optimizer, config.lr, config.weight_decay, (config.beta1, config.beta2), config.lr
         )
 
-    def step(
-        self,
-        rows: Iterable[dict[str, Any]] | pa.Table,
-        episode_tokens: Mapping[str, tuple[int, int]] | None = None,
-    ) -> dict[str, Any]:
-        """`ppo_epochs` passes of `mini_batches` updates over one batch of whole episodes;
-        bumps the version once. Returns metrics (see `_metrics`)."""
+    def step(self, rows: Iterable[dict[str, Any]] | pa.Table) -> dict[str, Any]:
+        """`ppo_epochs` passes of `mini_batches` updates over one batch of whole episodes
+        (episode table v2 rows: groups by group_id, the parallel bonus's token counts from
+        the rows); bumps the version once. Returns metrics (see `_metrics`)."""
         c = self.config
         batch = build_batch(
             rows,
@@ -131,7 +148,6 @@ class RLLearner:
             seq_len=c.seq_len,
             rows_per_micro_batch=c.rows,
             parallel_bonus=c.parallel_bonus,
-            episode_tokens=episode_tokens,
             layout=c.layout,
         )
         if batch.num_trained_tokens == 0:
@@ -227,7 +243,7 @@ class RLLearner:
         return part
 
     def _logprobs(self, model: torch.nn.Module, micro_batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        logprobs, entropy = label_logprobs(model, micro_batch, self.config.logprob_head)
+        logprobs, entropy = label_logprobs(model, micro_batch, self.config.logprob_head, self.autocast_dtype)
         return logprobs.flatten(), entropy.flatten()
 
     def _metrics(self, batch: RLBatch, totals: torch.Tensor) -> dict[str, Any]:
@@ -274,7 +290,8 @@ class RLLearner:
         return arrays if self.rank == 0 else None
 
     def state_dict(self) -> dict[str, Any]:
-        """Whole (unsharded) states; under FSDP2 every rank must call it (it gathers)."""
+        """Whole (unsharded) states with every tensor on the CPU (a learner on either device
+        loads them); under FSDP2 every rank must call it (it gathers)."""
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -283,12 +300,12 @@ class RLLearner:
             state = {"model": model_state, "optimizers": optimizer_state, "version": self.version, "fsdp2": True}
         else:
             state = {
-                "model": self.model.state_dict(),
-                "optimizers": [o.state_dict() for o in self.optimizers],
+                "model": _on_cpu(self.model.state_dict()),
+                "optimizers": [_on_cpu(o.state_dict()) for o in self.optimizers],
                 "version": self.version,
             }
         if self.reference is not None:
-            state["reference"] = self.reference.state_dict()
+            state["reference"] = _on_cpu(self.reference.state_dict())
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -306,3 +323,18 @@ class RLLearner:
         if self.reference is not None:
             self.reference.load_state_dict(state["reference"])
         self.version = int(state["version"])
+
+
+def _on_cpu(state: Any) -> Any:
+    """`state` (nested dicts and lists of tensors and plain values) with every tensor on the
+    CPU; CPU tensors are returned as they are, not copied."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        moved = type(state)((key, _on_cpu(value)) for key, value in state.items())
+        if hasattr(state, "_metadata"):  # a module state dict's per-module versions
+            moved._metadata = state._metadata
+        return moved
+    if isinstance(state, list):
+        return [_on_cpu(value) for value in state]
+    return state

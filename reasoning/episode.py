@@ -11,6 +11,8 @@ once); its critical path is the longest of theirs.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,17 +54,41 @@ class Thread:
         return sum(self.trainable)
 
 
+def critical_path(threads: list[tuple[int, int, int, int]]) -> int:
+    """The critical path of a thread tree given as (thread_id, parent_id, spawn_index,
+    generated tokens) per thread: a thread's own tokens plus, for each of its spawns,
+    the longest critical path among that spawn's children; the longest over the roots."""
+    children: dict[int, dict[int, list[int]]] = {}
+    generated = {}
+    for thread_id, parent_id, spawn_index, num_generated in threads:
+        generated[thread_id] = num_generated
+        if parent_id >= 0:
+            children.setdefault(parent_id, {}).setdefault(spawn_index, []).append(thread_id)
+
+    def path(thread_id: int) -> int:
+        spawns = children.get(thread_id, {})
+        return generated[thread_id] + sum(max(path(c) for c in group) for group in spawns.values())
+
+    # Several roots (independent multi-path samples) run side by side.
+    return max(path(thread_id) for thread_id, parent_id, _, _ in threads if parent_id < 0)
+
+
 @dataclass
 class Episode:
     episode_id: str
     problem: Any
-    """The task's problem (reasoning/tasks.py): a Countdown Problem or a MathProblem."""
+    """The task's problem (reasoning/tasks/): a frozen dataclass with `id` and `key`."""
     mode: str
     threads: list[Thread]
     output: str
     """The root thread's decoded output (joins included), which the verifier scores."""
     verdict: Verdict
     latency_s: float
+    task: str = ""
+    """The task's name (reasoning/tasks/registry.py)."""
+    group_id: str = ""
+    """The group the learner normalises advantages over (the k samples of one ticket);
+    empty: the episode is its own group."""
 
     @property
     def root(self) -> Thread:
@@ -75,18 +101,7 @@ class Episode:
 
     @property
     def critical_path_tokens(self) -> int:
-        children: dict[int, dict[int, list[Thread]]] = {}
-        for t in self.threads:
-            if t.parent_id < 0:
-                continue
-            children.setdefault(t.parent_id, {}).setdefault(t.spawn_index, []).append(t)
-
-        def path(thread: Thread) -> int:
-            spawns = children.get(thread.thread_id, {})
-            return thread.num_generated + sum(max(path(c) for c in group) for group in spawns.values())
-
-        # Several roots (independent multi-path samples) run side by side.
-        return max(path(t) for t in self.threads if t.parent_id < 0)
+        return critical_path([(t.thread_id, t.parent_id, t.spawn_index, t.num_generated) for t in self.threads])
 
     @property
     def depth(self) -> int:
@@ -101,15 +116,19 @@ class Episode:
         return self.root.finish_reason
 
     def rows(self) -> list[dict[str, Any]]:
-        """Rows of the episode table (reasoning/episode_table.py), one per thread."""
+        """Rows of the episode table, version 2 (reasoning/episode_table.py), one per thread."""
+        problem = json.dumps(dataclasses.asdict(self.problem), sort_keys=True, ensure_ascii=False)
+        total, critical = self.total_tokens, self.critical_path_tokens
         return [
             {
                 "episode_id": self.episode_id,
+                "group_id": self.group_id or self.episode_id,
+                "task": self.task,
                 "problem_id": self.problem.id,
-                "numbers": list(self.problem.numbers),
-                "target": self.problem.target,
+                "problem": problem,
                 "thread_id": t.thread_id,
                 "parent_id": t.parent_id,
+                "spawn_index": t.spawn_index,
                 "depth": t.depth,
                 "role": "root" if t.parent_id < 0 else "child",
                 "token_ids": t.prompt_ids + t.output_ids,
@@ -119,6 +138,9 @@ class Episode:
                 "versions": t.versions,
                 "finish_reason": t.finish_reason,
                 "reward": self.verdict.reward,
+                "reason": self.verdict.reason.value,
+                "episode_total_tokens": total,
+                "episode_critical_path_tokens": critical,
             }
             for t in self.threads
         ]

@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from configs.typed import build, to_dict
     from reasoning.countdown.config import CountdownConfig
 
-    settings = to_dict(load_experiment(args.config, []).task)
+    settings = to_dict(load_experiment(args.config, []).task.countdown)
     settings.update({field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag) is not None})
-    config = build(CountdownConfig, settings, path="task")
+    config = build(CountdownConfig, settings, path="task.countdown")
     generate_files(config, args.out)
     return 0
 

@@ -3,11 +3,12 @@
 Runs every problem through the mode's controller on the configured engine
 (`engine.backend`) - `sequential` for one-thread models; `apr` (spawn/join) and
 `parallel` (parallel blocks) within the `threads` limits; `vote` (cons@k), `short-m@k`,
-`prune` and `confidence` over `multipath.k` sampled paths of a sequential model - verifies
-each output, and writes DIR/summary.json (see
+`prune` and `confidence` over `multipath.k` sampled paths of a sequential model - scores
+each output with the task (`task.name`: countdown, math or custom), and writes DIR/summary.json (see
 reasoning/eval/harness.py for the fields; `curves` holds APR's budget curves, see
 reasoning/eval/curves.py), DIR/results.jsonl (one line a problem, with the output) and a
-PNG plot of each curve, with the curves of every `--compare DIR` evaluation beside it. The model is `eval.checkpoint`, by default <run_dir>/final.
+PNG plot of each curve, with the curves of every `--compare DIR` evaluation beside it. The
+model is `eval.checkpoint`, else `model.path`, else <run_dir>/final.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-MODES = ("sequential", "apr", "parallel", "vote", "short-m@k", "prune", "confidence")
+MODES = ("sequential", "apr", "parallel", "vote", "short-m@k", "prune", "confidence")  # reasoning.controllers.factory.MODES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,21 +42,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from actors.errors import UsageError
-    from configs.experiment import load_config, run_dir
-    from reasoning.countdown.problem_files import ProblemFileError
-    from reasoning.math_task import MathFileError
-    from reasoning.tasks import make_task
+    from configs.experiment import load_config
+    from reasoning.tasks import TaskError, make_task
 
     config = load_config(args.config, args.overrides)
-    if config.eval.task == "math" and args.mode != "sequential":
-        raise UsageError(f"--mode {args.mode}: the math task runs in sequential mode only")
-    checkpoint = Path(config.eval.checkpoint or run_dir(config) / "final")
+    checkpoint = eval_checkpoint(config)
     if not (checkpoint / "config.json").is_file():
-        raise UsageError(f"{checkpoint}: no model checkpoint (train one, or set eval.checkpoint=DIR)")
-    task = make_task(config.eval.task)
+        raise UsageError(f"{checkpoint}: no model checkpoint (train one, or set eval.checkpoint=DIR or model.path=DIR)")
+    task = make_task(config.task)
     try:
         problems = task.read_problems(args.problems)
-    except (ProblemFileError, MathFileError) as e:
+    except TaskError as e:
         raise UsageError(str(e)) from None
     if config.eval.num_problems:
         problems = problems[: config.eval.num_problems]
@@ -71,11 +68,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = evaluate(config, task, checkpoint, problems, args.mode, args.out, others)
     finally:
-        if hasattr(task, "close"):
-            task.close()
+        task.close()
     print(json.dumps({k: summary[k] for k in ("accuracy", "num_problems", "accuracy_unseen", "num_unseen", "mean_total_tokens")}))
     print(f"wrote {args.out / 'summary.json'} and {args.out / 'results.jsonl'}")
     return 0
+
+
+def eval_checkpoint(config) -> Path:
+    """The model to evaluate: eval.checkpoint, else model.path, else <run_dir>/final."""
+    from configs.experiment import run_dir
+
+    return Path(config.eval.checkpoint or config.model.path or run_dir(config) / "final")
 
 
 def _label(summary: dict) -> str:
@@ -84,47 +87,37 @@ def _label(summary: dict) -> str:
 
 def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, others: dict | None = None) -> dict:
     import asyncio
-    from functools import partial
 
     from tqdm import tqdm
 
+    from actors.errors import UsageError
     from learner.checkpoint import load_trained_keys
-    from reasoning.controllers.apr import AprController
-    from reasoning.controllers.parallel import ParallelController
-    from reasoning.controllers.sequential import run_sequential
-    from reasoning.multipath.runner import MODES as MULTIPATH_MODES
-    from reasoning.multipath.runner import MultiPathRunner
-    from reasoning.countdown.tokenizer import load_tokenizer
+    from reasoning.controllers.factory import make_controller
     from reasoning.eval.curves import budget_curves
     from reasoning.eval.harness import episode_record, run_all, summarize
     from reasoning.eval.plots import plot_curves
-    from rollout.factory import make_engine
+    from rollout.tokenizer import load_tokenizer
     from rollout.engine import SamplingParams
+    from rollout.factory import make_engine
 
     tokenizer = load_tokenizer(checkpoint)
-    engine = make_engine(config.engine.backend, checkpoint, tokenizer, config.engine)
     sampling = SamplingParams(max_tokens=config.eval.max_new_tokens, temperature=0.0)
-    multipath = None
-    if mode == "apr":
-        controller = AprController(engine, tokenizer, sampling, config.threads).run
-    elif mode == "parallel":
-        controller = ParallelController(engine, tokenizer, sampling, config.threads).run
-    elif mode in MULTIPATH_MODES:
-        multipath = MultiPathRunner(engine, tokenizer, config.multipath, config.eval.max_new_tokens)
-        controller = partial(multipath.run, mode=mode)
-    else:
-        controller = partial(run_sequential, engine, tokenizer, sampling=sampling, task=task)
+    engine = make_engine(config.engine.backend, checkpoint, tokenizer, config.engine)
     start = time.perf_counter()
     try:
+        try:
+            controller = make_controller(mode, engine, tokenizer, task, sampling, config.threads, config.multipath)
+        except ValueError as e:  # the task's TaskError or the protocol's ThreadTokenError
+            raise UsageError(str(e)) from None
         with tqdm(total=len(problems), unit="problem", file=sys.stderr, disable=None) as bar:
-            episodes = asyncio.run(run_all(problems, controller, config.eval.max_concurrent, bar.update))
+            episodes = asyncio.run(run_all(problems, controller.run, config.eval.max_concurrent, bar.update))
     finally:
         engine.close()
     summary = summarize(episodes, load_trained_keys(checkpoint))
     summary["curves"] = budget_curves(episodes)
-    if multipath is not None:
+    if hasattr(controller, "pass_at_k"):
         summary["k"] = config.multipath.k
-        summary["pass_at_k"] = sum(multipath.pass_at_k(e) for e in episodes) / len(episodes)
+        summary["pass_at_k"] = sum(controller.pass_at_k(e) for e in episodes) / len(episodes)
     summary.update(task=task.name, mode=mode, checkpoint=str(checkpoint), backend=config.engine.backend,
                    wall_s=round(time.perf_counter() - start, 2))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""`treadle model init`: a randomly initialised preset model and its tokenizer, in HF format."""
+"""`treadle model init`: a randomly initialised preset model and its tokenizer, in HF format.
+`treadle model add-thread-tokens`: a pretrained model with the thread markup as single tokens."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,51 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="CONFIG", help="experiment YAML (default: the built-in defaults)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. model.preset=small")
     p.set_defaults(run=run)
+    p = actions.add_parser(
+        "add-thread-tokens",
+        help="make the thread markup tags single tokens of a pretrained model",
+        description="Load a local Hugging Face model and its tokenizer, add every thread markup "
+        "tag (<spawn>, </spawn>, <thread>, <parallel>, <answer>, ...) that is not yet one token "
+        "as an ordinary added token, give the new embedding rows the mean of the old ones, and "
+        "save model and tokenizer to --out. Tags that are already single tokens are left alone, "
+        "so running it on its own output adds nothing.",
+    )
+    p.add_argument("--model", required=True, type=Path, metavar="DIR", help="the Hugging Face checkpoint to extend")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write the extended checkpoint")
+    p.add_argument(
+        "--pad-to-multiple-of", type=int, default=64, metavar="N",
+        help="when the embedding must grow, round its rows up to a multiple of N (default 64)",
+    )  # fmt: skip
+    p.set_defaults(run=run_add_thread_tokens)
+
+
+def run_add_thread_tokens(args: argparse.Namespace) -> int:
+    from actors.errors import UsageError
+
+    if args.pad_to_multiple_of < 1:
+        raise UsageError(f"--pad-to-multiple-of must be at least 1, got {args.pad_to_multiple_of}")
+
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from learner.models import CheckpointError
+    from learner.thread_tokens import TokenAdditionError, add_thread_tokens
+    from reasoning.markup import MARKUP_TAGS, ThreadTokenError, tag_token_ids
+
+    hf_logging.disable_progress_bar()
+    try:
+        result = add_thread_tokens(args.model, args.out, MARKUP_TAGS, args.pad_to_multiple_of)
+        tag_token_ids(AutoTokenizer.from_pretrained(str(args.out), local_files_only=True))  # the controllers' check
+    except (CheckpointError, TokenAdditionError, ThreadTokenError) as e:
+        raise UsageError(str(e)) from None
+    if result.added:
+        listed = ", ".join(f"{tag}={token_id}" for tag, token_id in result.added.items())
+        print(f"added {len(result.added)} thread tokens: {listed}")
+        print(f"embedding rows {result.rows_before} -> {result.rows_after}; new rows are the mean of the old ones")
+    else:
+        print(f"nothing to add: all {len(result.present)} thread tags are single tokens already")
+    print(f"wrote {args.out}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,8 +21,9 @@ from typing import Any
 from reasoning.controllers.limits import ThreadLimits
 from reasoning.controllers.runtime import RUNTIME_REASONS, EpisodeRun, ThreadController, generate_step
 from reasoning.episode import Thread
-from reasoning.markup import SPAWN_CLOSE
+from reasoning.markup import APR_TAGS, SPAWN_CLOSE, tag_token_ids
 from reasoning.protocols.apr import child_result, parse_spawn, render_join
+from reasoning.tasks.base import Task
 from rollout.engine import Engine, FinishReason, SamplingParams
 
 
@@ -31,9 +32,10 @@ class AprController(ThreadController):
 
     mode = "apr"
 
-    def __init__(self, engine: Engine, tokenizer: Any, sampling: SamplingParams, limits: ThreadLimits):
-        super().__init__(engine, tokenizer, limits)
-        self.spawn_close_id = tokenizer.convert_tokens_to_ids(SPAWN_CLOSE)
+    def __init__(self, engine: Engine, tokenizer: Any, task: Task, sampling: SamplingParams, limits: ThreadLimits):
+        super().__init__(engine, tokenizer, task, limits)
+        # A stop on `</spawn>` fires only if it is one token: refuse a vocabulary without the tags.
+        self.spawn_close_id = tag_token_ids(tokenizer, APR_TAGS)[SPAWN_CLOSE]
         stops = tuple(dict.fromkeys((*sampling.stop_token_ids, self.spawn_close_id)))
         self.sampling = replace(sampling, stop_token_ids=stops)
 

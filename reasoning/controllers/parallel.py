@@ -30,8 +30,9 @@ from typing import Any
 from reasoning.controllers.limits import ThreadLimits
 from reasoning.controllers.runtime import RUNTIME_REASONS, EpisodeRun, ThreadController, generate_step
 from reasoning.episode import Thread
-from reasoning.markup import CONCLUSION_OPEN, PARALLEL_CLOSE, PARALLEL_OPEN, THREAD_CLOSE
+from reasoning.markup import CONCLUSION_OPEN, PARALLEL_CLOSE, PARALLEL_OPEN, PARALLEL_TAGS, THREAD_CLOSE, tag_token_ids
 from reasoning.protocols.parallel import FAILED_BODY, branch_prompt_suffix, parse_block
+from reasoning.tasks.base import Task
 from rollout.engine import Engine, FinishReason, SamplingParams
 
 
@@ -40,12 +41,14 @@ class ParallelController(ThreadController):
 
     mode = "parallel"
 
-    def __init__(self, engine: Engine, tokenizer: Any, sampling: SamplingParams, limits: ThreadLimits):
-        super().__init__(engine, tokenizer, limits)
-        self.parallel_open_id = tokenizer.convert_tokens_to_ids(PARALLEL_OPEN)
-        self.parallel_close_id = tokenizer.convert_tokens_to_ids(PARALLEL_CLOSE)
-        self.thread_close_id = tokenizer.convert_tokens_to_ids(THREAD_CLOSE)
-        self.conclusion_open_id = tokenizer.convert_tokens_to_ids(CONCLUSION_OPEN)
+    def __init__(self, engine: Engine, tokenizer: Any, task: Task, sampling: SamplingParams, limits: ThreadLimits):
+        super().__init__(engine, tokenizer, task, limits)
+        # Stops and the outline scan match tag ids: refuse a vocabulary without the tags as tokens.
+        ids = tag_token_ids(tokenizer, PARALLEL_TAGS)
+        self.parallel_open_id = ids[PARALLEL_OPEN]
+        self.parallel_close_id = ids[PARALLEL_CLOSE]
+        self.thread_close_id = ids[THREAD_CLOSE]
+        self.conclusion_open_id = ids[CONCLUSION_OPEN]
         self.end_ids = {tokenizer.eos_token_id, self.thread_close_id}
         root_stops = tuple(dict.fromkeys((*sampling.stop_token_ids, self.parallel_close_id)))
         self.root_sampling = replace(sampling, stop_token_ids=root_stops)

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from reasoning.controllers.limits import ThreadLimits
-from reasoning.controllers.sequential import problem_prompt_ids
-from reasoning.countdown.problems import Problem
 from reasoning.episode import Episode, Thread
 from reasoning.markup import MarkupError
-from reward import Reason, Verdict, verify_countdown
+from reasoning.tasks.base import Task
+from reward import Reason, Verdict
 from rollout.engine import Completion, Engine, SamplingParams
 
 RUNTIME_REASONS = ("bad_markup", "too_deep", "too_many_threads", "budget_exhausted", "timeout")
@@ -112,11 +111,13 @@ async def generate_step(
         await run.release(reserved, used)
 
 
-def score_root(problem: Problem, root: Thread, tokenizer: Any) -> tuple[str, Verdict]:
+async def score_root(task: Task, problem: Any, root: Thread, tokenizer: Any) -> tuple[str, Verdict]:
+    """The root's decoded output and its verdict: 0 with the runtime's reason when the
+    runtime ended the root, else the task's score (run off the event loop)."""
     output = tokenizer.decode(root.output_ids, skip_special_tokens=True)
     if root.finish_reason in RUNTIME_REASONS:
         return output, Verdict.fail(Reason.NO_ANSWER, f"root thread ended by the runtime: {root.finish_reason}")
-    return output, verify_countdown(problem.numbers, problem.target, output)
+    return output, await asyncio.to_thread(task.score, problem, output)
 
 
 class ThreadController:
@@ -124,20 +125,22 @@ class ThreadController:
 
     mode = ""
 
-    def __init__(self, engine: Engine, tokenizer: Any, limits: ThreadLimits):
+    def __init__(self, engine: Engine, tokenizer: Any, task: Task, limits: ThreadLimits):
         self.engine = engine
         self.tokenizer = tokenizer
+        self.task = task
         self.limits = limits
 
-    async def run(self, problem: Problem, episode_id: str | None = None) -> Episode:
+    async def run(self, problem: Any, episode_id: str | None = None) -> Episode:
         episode_id = episode_id or problem.id
         start = time.perf_counter()
         limits = self.limits
         run = EpisodeRun(episode_id, start + limits.max_wall_s, limits.max_total_tokens, limits.max_threads - 1)
-        root = run.new_thread(problem_prompt_ids(problem, self.tokenizer), None, -1)
+        root = run.new_thread(self.task.prompt_ids(problem, self.tokenizer), None, -1)
         await self._run_thread(root, run)
-        output, verdict = score_root(problem, root, self.tokenizer)
-        return Episode(episode_id, problem, self.mode, run.threads, output, verdict, time.perf_counter() - start)
+        output, verdict = await score_root(self.task, problem, root, self.tokenizer)
+        elapsed = time.perf_counter() - start
+        return Episode(episode_id, problem, self.mode, run.threads, output, verdict, elapsed, self.task.name)
 
     async def _run_thread(self, thread: Thread, run: EpisodeRun) -> None:
         raise NotImplementedError

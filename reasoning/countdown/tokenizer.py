@@ -75,9 +75,3 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: str | Path) ->
     tokenizer.save_pretrained(str(directory))
 
 
-def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
-    """Load a saved tokenizer offline (what `AutoTokenizer.from_pretrained(dir)` returns)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-

@@ -6,6 +6,8 @@ time, which equals tokenizing the whole text because segments meet only at marku
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -13,11 +15,14 @@ from typing import Any, Iterable
 from reasoning.countdown.config import TraceConfig
 from reasoning.countdown.problems import Problem
 from reasoning.countdown.traces import TraceEpisode, apr_trace, sos_trace
+from reasoning.episode import critical_path
 
 
 def episode_rows(episode: TraceEpisode, tokenizer: Any) -> list[dict[str, Any]]:
-    rows = []
+    """Version-2 rows of the episode table (SFT data: no logprobs, versions or reward)."""
     problem = episode.problem
+    episode_id = f"{problem.id}/{episode.kind}"
+    rows = []
     for thread in episode.threads:
         prompt_ids = [tokenizer.bos_token_id, *tokenizer.encode(thread.prompt)]
         token_ids, trainable = list(prompt_ids), [False] * len(prompt_ids)
@@ -29,12 +34,14 @@ def episode_rows(episode: TraceEpisode, tokenizer: Any) -> list[dict[str, Any]]:
         trainable.append(True)
         rows.append(
             {
-                "episode_id": f"{problem.id}/{episode.kind}",
+                "episode_id": episode_id,
+                "group_id": episode_id,
+                "task": "countdown",
                 "problem_id": problem.id,
-                "numbers": list(problem.numbers),
-                "target": problem.target,
+                "problem": json.dumps(dataclasses.asdict(problem), sort_keys=True),
                 "thread_id": thread.thread_id,
                 "parent_id": thread.parent_id,
+                "spawn_index": thread.spawn_index,
                 "depth": thread.depth,
                 "role": "root" if thread.parent_id < 0 else "child",
                 "token_ids": token_ids,
@@ -42,6 +49,10 @@ def episode_rows(episode: TraceEpisode, tokenizer: Any) -> list[dict[str, Any]]:
                 "trainable": trainable,
             }
         )
+    tree = [(r["thread_id"], r["parent_id"], r["spawn_index"], sum(r["trainable"])) for r in rows]
+    total, critical = sum(n for *_, n in tree), critical_path(tree)
+    for row in rows:
+        row["episode_total_tokens"], row["episode_critical_path_tokens"] = total, critical
     return rows
 
 

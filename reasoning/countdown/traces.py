@@ -48,6 +48,8 @@ class ThreadTrace:
     depth: int
     prompt: str
     segments: list[tuple[str, bool]] = field(default_factory=list)
+    spawn_index: int = -1
+    """Which spawn of the parent started this thread; -1 for the root."""
 
     @property
     def output(self) -> str:
@@ -111,8 +113,8 @@ def apr_trace(
     """The APR spawn/join trace tree of `problem` with `sub_calls` children per spawn."""
     threads: list[ThreadTrace] = []
 
-    def run(numbers: tuple[int, ...], path: list[Step], parent_id: int, depth: int) -> list[Step] | None:
-        thread = ThreadTrace(len(threads), parent_id, depth, _prompt(problem, path))
+    def run(numbers: tuple[int, ...], path: list[Step], parent_id: int, depth: int, spawn_index: int) -> list[Step] | None:
+        thread = ThreadTrace(len(threads), parent_id, depth, _prompt(problem, path), spawn_index=spawn_index)
         threads.append(thread)
         if depth >= max_depth or len(numbers) <= 2:
             lines: list[str] = []
@@ -125,7 +127,7 @@ def apr_trace(
         for start in range(0, len(steps), sub_calls):
             batch = steps[start : start + sub_calls]
             thread.segments.append((render_spawn([render_step(s) for s in batch]), True))
-            results = [run(s.left, path + [s], thread.thread_id, depth + 1) for s in batch]
+            results = [run(s.left, path + [s], thread.thread_id, depth + 1, start // sub_calls) for s in batch]
             thread.segments.append((render_join([render_path(r) if r else None for r in results]), False))
             found = next((r for r in results if r is not None), None)
             if found is not None:
@@ -134,7 +136,7 @@ def apr_trace(
         thread.segments.append(("\n" + FAIL, True))
         return None
 
-    solution = run(problem.numbers, [], -1, 0)
+    solution = run(problem.numbers, [], -1, 0, -1)
     return TraceEpisode(problem, "apr", threads, solution)
 
 

@@ -10,11 +10,9 @@ from configs.typed import bounds, one_of
 class EvalConfig:
     """Which model to evaluate and how long it may think."""
 
-    task: str = field(default="countdown", metadata=one_of("countdown", "math"))
-    """countdown, or math: GSM8K / MATH-500-style problem files scored by math-verify
-    (sequential mode only)."""
     checkpoint: str = ""
-    """Model directory to evaluate; empty means <run_dir>/final."""
+    """Model directory to evaluate; empty means model.path, or else <run_dir>/final.
+    (The task is the experiment's `task` section.)"""
     max_new_tokens: int = field(default=512, metadata=bounds(ge=1, le=1_000_000))
     """Most tokens one thread may generate."""
     max_concurrent: int = field(default=256, metadata=bounds(ge=1, le=100_000))

@@ -1,8 +1,8 @@
 """Run a controller over problems concurrently and summarise the episodes.
 
 `summary.json` fields: accuracy, num_problems, accuracy_unseen and num_unseen (over
-problems whose key, sorted numbers + target, is not among the checkpoint's training
-problems; null when the checkpoint does not record them), mean_total_tokens,
+problems whose key (the task's problem identity, reasoning/tasks/) is not among the
+checkpoint's training problems; null when the checkpoint does not record them), mean_total_tokens,
 mean_critical_path_tokens, mean_latency_s, and the count of each verdict reason.
 """
 from __future__ import annotations
@@ -11,19 +11,18 @@ import asyncio
 import dataclasses
 import collections
 import statistics
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Hashable, Iterable
 
-from reasoning.countdown.problems import Key, Problem
 from reasoning.episode import Episode
 
-Controller = Callable[[Problem], Awaitable[Episode]]
+Controller = Callable[[Any], Awaitable[Episode]]
 
 
-async def run_all(problems: list[Problem], controller: Controller, max_concurrent: int, progress=None) -> list[Episode]:
+async def run_all(problems: list[Any], controller: Controller, max_concurrent: int, progress=None) -> list[Episode]:
     """Every problem through `controller`, at most `max_concurrent` at a time, in input order."""
     gate = asyncio.Semaphore(max_concurrent)
 
-    async def one(problem: Problem) -> Episode:
+    async def one(problem: Any) -> Episode:
         async with gate:
             episode = await controller(problem)
         if progress is not None:
@@ -33,9 +32,9 @@ async def run_all(problems: list[Problem], controller: Controller, max_concurren
     return list(await asyncio.gather(*(one(p) for p in problems)))
 
 
-def summarize(episodes: list[Episode], trained_keys: set[Key] | None) -> dict[str, Any]:
+def summarize(episodes: list[Episode], trained_keys: set[Hashable] | None) -> dict[str, Any]:
     assert episodes, "nothing to summarise"
-    correct = [e.verdict.reward == 1.0 for e in episodes]
+    correct = [e.verdict.is_correct for e in episodes]
     summary: dict[str, Any] = {
         "accuracy": _mean(correct),
         "num_problems": len(episodes),
@@ -43,6 +42,7 @@ def summarize(episodes: list[Episode], trained_keys: set[Key] | None) -> dict[st
         "num_unseen": None,
         "mean_total_tokens": _mean(o.total_tokens for o in episodes),
         "mean_critical_path_tokens": _mean(o.critical_path_tokens for o in episodes),
+        "mean_reward": _mean(o.verdict.reward for o in episodes),
         "mean_latency_s": _mean(o.latency_s for o in episodes),
         "mean_threads": _mean(o.num_threads for o in episodes),
         "mean_depth": _mean(o.depth for o in episodes),
@@ -59,7 +59,7 @@ def summarize(episodes: list[Episode], trained_keys: set[Key] | None) -> dict[st
 def episode_record(episode: Episode) -> dict[str, Any]:
     """One line of results.jsonl."""
     return {
-        **dataclasses.asdict(episode.problem),  # id, numbers, target (or question, answer)
+        **dataclasses.asdict(episode.problem),  # the task's problem: id and its fields
         "reward": episode.verdict.reward,
         "reason": episode.verdict.reason.value,
         "finish_reason": episode.finish_reason,

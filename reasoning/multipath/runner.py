@@ -29,13 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from reasoning.controllers.sequential import problem_prompt_ids
-from reasoning.countdown.problems import Problem
 from reasoning.episode import Episode, Thread
 from reasoning.multipath.config import MultiPathConfig
 from reasoning.multipath.judges import ngram_similarity
-from reward import Reason, Verdict, verify_countdown
-from reward.formats import last_tagged_span
+from reasoning.tasks.base import Task
+from reward import Reason, Verdict
 from rollout.engine import Engine, FinishReason, SamplingParams
 
 MODES = ("vote", "short-m@k", "prune", "confidence")
@@ -51,17 +49,18 @@ class _Path:
 
 
 class MultiPathRunner:
-    def __init__(self, engine: Engine, tokenizer: Any, config: MultiPathConfig, max_tokens: int):
+    def __init__(self, engine: Engine, tokenizer: Any, task: Task, config: MultiPathConfig, max_tokens: int):
         self.engine = engine
         self.tokenizer = tokenizer
+        self.task = task
         self.config = config
         self.max_tokens = max_tokens
 
-    async def run(self, problem: Problem, mode: str, episode_id: str | None = None) -> Episode:
+    async def run(self, problem: Any, mode: str, episode_id: str | None = None) -> Episode:
         assert mode in MODES, mode
         episode_id = episode_id or problem.id
         start = time.perf_counter()
-        prompt = problem_prompt_ids(problem, self.tokenizer)
+        prompt = self.task.prompt_ids(problem, self.tokenizer)
         paths = [_Path(Thread(i, -1, 0, -1, list(prompt))) for i in range(self.config.k)]
         finished: list[int] = []
         threshold: float | None = None
@@ -82,20 +81,19 @@ class MultiPathRunner:
         voters = finished[: self.config.short_m] if mode == "short-m@k" else finished
         output = self._vote(paths, voters, mode)
         verdict = (
-            verify_countdown(problem.numbers, problem.target, output)
+            await asyncio.to_thread(self.task.score, problem, output)
             if output is not None
             else Verdict.fail(Reason.NO_ANSWER, "no path finished with an answer")
         )
         for p in paths:
             p.thread.finish_reason = p.thread.finish_reason if p.done else p.stopped
         return Episode(episode_id, problem, mode, [p.thread for p in paths], output or "", verdict,
-                       time.perf_counter() - start)  # fmt: skip
+                       time.perf_counter() - start, self.task.name)  # fmt: skip
 
     def pass_at_k(self, episode: Episode) -> bool:
         """Whether any finished path's own output is correct."""
-        problem = episode.problem
         return any(
-            verify_countdown(problem.numbers, problem.target, self.tokenizer.decode(t.output_ids, skip_special_tokens=True)).is_correct
+            self.task.score(episode.problem, self.tokenizer.decode(t.output_ids, skip_special_tokens=True)).is_correct
             for t in episode.threads
         )
 
@@ -154,7 +152,7 @@ class MultiPathRunner:
         carrier: dict[str, str] = {}
         for i in voters:
             path = paths[i]
-            answer = last_tagged_span(path.output, "<answer>", "</answer>")
+            answer = self.task.final_answer(path.output)
             if answer is None:
                 continue
             if mode == "prune":

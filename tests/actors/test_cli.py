@@ -63,12 +63,12 @@ def test_data_countdown_from_config_with_flag_override(tmp_path):
 
 def test_bad_config_fails_before_anything_starts(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("# treadle config bad.yaml\ntask:\n  numbers: 3\n  max_numbr: 30\n  num_train: -5\n")
+    bad.write_text("# treadle config bad.yaml\ntask:\n  countdown:\n    numbers: 3\n    max_numbr: 30\n    num_train: -5\n")
     out = tmp_path / "out"
     result = treadle("data", "countdown", "--config", str(bad), "--out", str(out))
     assert result.returncode == 2
-    assert "task.max_numbr: unknown key; did you mean 'max_number'?" in result.stderr
-    assert "task.num_train: must be >= 0" in result.stderr
+    assert "task.countdown.max_numbr: unknown key; did you mean 'max_number'?" in result.stderr
+    assert "task.countdown.num_train: must be >= 0" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
 
@@ -76,9 +76,9 @@ def test_bad_config_fails_before_anything_starts(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--numbers", "9"], "task.numbers: must be >= 2 and <= 6; got 9"),
-        (["--target-min", "80", "--target-max", "20"], "task.target_min: must be <= target_max"),
-        (["--train", "-1"], "task.num_train: must be >= 0"),
+        (["--numbers", "9"], "task.countdown.numbers: must be >= 2 and <= 6; got 9"),
+        (["--target-min", "80", "--target-max", "20"], "task.countdown.target_min: must be <= target_max"),
+        (["--train", "-1"], "task.countdown.num_train: must be >= 0"),
     ],
 )
 def test_bad_flags_name_the_key(tmp_path, flags, message):
@@ -87,7 +87,7 @@ def test_bad_flags_name_the_key(tmp_path, flags, message):
 
 
 def test_config_command_prints_the_validated_tree():
-    result = treadle("config", "configs/countdown-3.yaml", "task.seed=9")
+    result = treadle("config", "configs/countdown-3.yaml", "task.countdown.seed=9")
     assert result.returncode == 0, result.stderr
     assert "seed: 9" in result.stdout and "preset: tiny" in result.stdout
     bad = treadle("config", "configs/countdown-3.yaml", "model.preset=huge")

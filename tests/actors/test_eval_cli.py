@@ -68,7 +68,7 @@ def test_math_task_eval_on_the_sample_file(tmp_path):
     write_sample_problems(problems)
     out = tmp_path / "eval"
     result = treadle(
-        "eval", "configs/countdown-3.yaml", "eval.task=math", f"eval.checkpoint={model}", "eval.max_new_tokens=8",
+        "eval", "configs/countdown-3.yaml", "task.name=math", f"eval.checkpoint={model}", "eval.max_new_tokens=8",
         "--problems", str(problems), "--mode", "sequential", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -76,8 +76,10 @@ def test_math_task_eval_on_the_sample_file(tmp_path):
     assert summary["task"] == "math" and summary["num_problems"] == 11
     assert summary["accuracy"] == 0.0  # a random model answers nothing
     assert set(summary["reasons"]) <= {"no_answer", "wrong_value", "too_long", "timeout"}
-    refused = treadle(
-        "eval", "configs/countdown-3.yaml", "eval.task=math", f"eval.checkpoint={model}",
-        "--problems", str(problems), "--mode", "apr", "--out", str(out),
+    # Every mode serves every task: APR on math problems, with the countdown tokenizer's single-token tags.
+    apr = treadle(
+        "eval", "configs/countdown-3.yaml", "task.name=math", f"eval.checkpoint={model}", "eval.max_new_tokens=8",
+        "eval.num_problems=3", "--problems", str(problems), "--mode", "apr", "--out", str(tmp_path / "apr"),
     )  # fmt: skip
-    assert refused.returncode == 2 and "sequential mode only" in refused.stderr
+    assert apr.returncode == 0, apr.stderr[-2000:]
+    assert json.loads((tmp_path / "apr" / "summary.json").read_text())["mode"] == "apr"

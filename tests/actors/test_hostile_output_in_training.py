@@ -21,6 +21,7 @@ from learner.rl_step import RLLearner
 from reasoning.controllers.limits import ThreadLimits
 from reasoning.countdown.problems import Problem
 from reasoning.countdown.tokenizer import build_tokenizer
+from reasoning.tasks import make_task
 from rollout.engine import SamplingParams
 from tests.scripted_engine import ScriptedEngine
 
@@ -56,7 +57,7 @@ def hostile():
 def test_a_group_of_hostile_episodes_trains_with_finite_numbers(tokenizer):
     engine = ScriptedEngine(tokenizer, hostile())
     limits = ThreadLimits(max_thread_tokens=1_000, max_total_tokens=3_000)
-    core = RolloutCore(engine, tokenizer, mode="apr", group_size=len(ROOTS),
+    core = RolloutCore(engine, tokenizer, make_task("countdown"), mode="apr", group_size=len(ROOTS),
                        sampling=SamplingParams(max_tokens=1_000, temperature=1.0), limits=limits)  # fmt: skip
     episodes = asyncio.run(core.run_group(PROBLEM, "g0"))
     assert [e.verdict.reward for e in episodes] == [0.0, 0.0, 0.0, 0.0, 1.0]

@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from actors.rollout_core import RolloutCore, episode_meta, group_record_batch
+from actors.rollout_core import RolloutCore, episode_meta, group_record_batch, ticket_problem
 from actors.stream_buffer import EpisodeMeta
 from learner.models import init_model
 from learner.presets import ModelConfig
@@ -14,6 +14,7 @@ from reasoning.controllers.limits import ThreadLimits
 from reasoning.countdown.problems import Problem
 from reasoning.countdown.tokenizer import build_tokenizer
 from reasoning.episode_table import THREAD_SCHEMA
+from reasoning.tasks import make_task
 from rollout import EngineConfig, SamplingParams, make_engine
 
 PROBLEM = Problem("p7", (3, 12, 19), 34)
@@ -37,7 +38,9 @@ def core(model, tokenizer):
         engine = make_engine("paged", model, tokenizer, EngineConfig())
         engines.append(engine)
         sampling = SamplingParams(max_tokens=max_tokens, temperature=1.0, ignore_eos=ignore_eos)
-        return RolloutCore(engine, tokenizer, mode=mode, group_size=4, sampling=sampling, limits=ThreadLimits())
+        return RolloutCore(
+            engine, tokenizer, make_task("countdown"), mode=mode, group_size=4, sampling=sampling, limits=ThreadLimits()
+        )
 
     yield build
     for engine in engines:
@@ -55,8 +58,19 @@ def test_a_group_is_k_distinct_seeded_episodes_as_one_arrow_batch(core):
     batch = group_record_batch(episodes)
     assert batch.schema == THREAD_SCHEMA and batch.num_rows == 4
     assert batch.column("episode_id").to_pylist() == ["g0/0", "g0/1", "g0/2", "g0/3"]
-    meta = episode_meta(episodes[2], "p7", 2, admitted_version=0)
-    assert meta == EpisodeMeta("p7", 2, episodes[2].total_tokens, 0, 0, episodes[2].verdict.reward)
+    meta = episode_meta(episodes[2], "g0", 2, admitted_version=0)
+    verdict = episodes[2].verdict
+    assert meta == EpisodeMeta("g0", 2, episodes[2].total_tokens, 0, 0, verdict.reward, verdict.reason.value)
+
+
+def test_a_ticket_picks_its_problem_and_names_its_group(core):
+    problems = [Problem("a", (1, 2, 3), 6), PROBLEM]
+    assert ticket_problem(problems, 5) == (PROBLEM, "p7#5")
+    group = asyncio.run(core().generate(problems, ticket_id=5, admitted_version=3))
+    rows = group.batch.to_pylist()
+    assert group.group_id == "p7#5" and [e for e, _ in group.metas] == [f"p7#5/{i}" for i in range(4)]
+    assert {r["group_id"] for r in rows} == {"p7#5"} and {r["problem_id"] for r in rows} == {"p7"}
+    assert {r["task"] for r in rows} == {"countdown"} and all(m.group_id == "p7#5" for _, m in group.metas)
 
 
 def test_apr_mode_runs_thread_trees(core):

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 from actors.rollout_log import RolloutLog, read_rollout_logs
 from reasoning.episode_table import to_table
+from tests.episode_rows import thread_row
 
 
 def batch(episode_id: str):
-    row = {
-        "episode_id": episode_id, "problem_id": "p", "numbers": [1, 2], "target": 3, "thread_id": 0,
-        "parent_id": -1, "depth": 0, "role": "root", "token_ids": [5, 6], "num_prompt_tokens": 1,
-        "trainable": [False, True], "logprobs": [-0.1], "versions": [0], "finish_reason": "stop", "reward": 1.0,
-    }  # fmt: skip
+    row = thread_row(episode_id, token_ids=[5, 6], trainable=[False, True], logprobs=[-0.1], versions=[0])
     return to_table([row]).to_batches()[0]
 
 

@@ -7,15 +7,11 @@ from actors.run_checkpoint import LoopCheckpoint, begin, commit, group_tables, l
 from actors.stream_buffer import EpisodeMeta, StreamBuffer
 from learner.manifest import ManifestError
 from reasoning.episode_table import to_table
+from tests.episode_rows import thread_row
 
 
 def row(episode_id: str) -> dict:
-    return {
-        "episode_id": episode_id, "problem_id": "p", "numbers": [1, 2], "target": 3, "thread_id": 0,
-        "parent_id": -1, "depth": 0, "role": "root", "token_ids": [5, 6, 7], "num_prompt_tokens": 1,
-        "trainable": [False, True, True], "logprobs": [-0.1, -0.2], "versions": [0, 0], "finish_reason": "stop",
-        "reward": 1.0,
-    }  # fmt: skip
+    return thread_row(episode_id)
 
 
 def learner_files(tmp):

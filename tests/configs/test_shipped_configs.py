@@ -27,9 +27,9 @@ def test_config_loads_and_starts_with_its_command(path):
 
 
 def test_named_settings():
-    small = load_config(CONFIG_DIR / "countdown-3.yaml").task
+    small = load_config(CONFIG_DIR / "countdown-3.yaml").task.countdown
     assert (small.numbers, small.max_number, small.target_min, small.target_max) == (3, 30, 10, 50)
-    apr = load_config(CONFIG_DIR / "countdown-4.yaml").task
+    apr = load_config(CONFIG_DIR / "countdown-4.yaml").task.countdown
     assert (apr.numbers, apr.max_number, apr.target_min, apr.target_max) == (4, 100, 10, 100)
     assert (apr.num_train, apr.num_val) == (500_000, 1_000)
 
@@ -49,16 +49,16 @@ def test_every_config_field_has_a_docstring():
 
 
 def test_bad_override_names_the_key():
-    with pytest.raises(ConfigError, match=r"task\.max_numbr: unknown key; did you mean 'max_number'"):
-        load_config(CONFIG_DIR / "countdown-3.yaml", ["task.max_numbr=5"])
+    with pytest.raises(ConfigError, match=r"task\.countdown\.max_numbr: unknown key; did you mean 'max_number'"):
+        load_config(CONFIG_DIR / "countdown-3.yaml", ["task.countdown.max_numbr=5"])
 
 
 def test_base_inheritance(tmp_path):
     (tmp_path / "child.yaml").write_text(
-        f"# treadle config child.yaml\nbase: {CONFIG_DIR / 'countdown-3.yaml'}\nname: child\ntask:\n  seed: 5\n"
+        f"# treadle config child.yaml\nbase: {CONFIG_DIR / 'countdown-3.yaml'}\nname: child\ntask:\n  countdown:\n    seed: 5\n"
     )
     config = load_config(tmp_path / "child.yaml")
-    assert config.name == "child" and config.task.seed == 5 and config.task.numbers == 3
+    assert config.name == "child" and config.task.countdown.seed == 5 and config.task.countdown.numbers == 3
 
 
 @pytest.mark.parametrize(

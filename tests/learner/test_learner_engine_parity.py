@@ -43,7 +43,7 @@ def sampled_rows(model, backend: str) -> list[dict]:
         engine.close()
     return [
         {
-            "episode_id": f"e{i}", "problem_id": f"p{i}", "numbers": [1, 2], "target": 3, "thread_id": 0,
+            "episode_id": f"e{i}", "group_id": f"p{i}#0", "problem_id": f"p{i}", "thread_id": 0,
             "parent_id": -1, "depth": 0, "role": "root", "token_ids": prompt + list(c.token_ids),
             "num_prompt_tokens": len(prompt), "trainable": [False] * len(prompt) + [True] * len(c.token_ids),
             "logprobs": list(c.logprobs), "versions": [0] * len(c.token_ids), "finish_reason": "length", "reward": 1.0,

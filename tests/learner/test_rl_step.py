@@ -16,17 +16,18 @@ from learner.rl_config import RLConfig
 from learner.rl_step import RLLearner
 from reasoning.countdown.tokenizer import build_tokenizer
 from reasoning.episode_table import to_table
+from tests.episode_rows import thread_row
 
 I = IGNORE
 
 
-def thread(episode, problem, reward, token_ids, num_prompt, trainable, logprobs, versions, thread_id=0):
-    return {
-        "episode_id": episode, "problem_id": problem, "numbers": [1, 2], "target": 3,
-        "thread_id": thread_id, "parent_id": -1 if thread_id == 0 else 0, "depth": int(thread_id > 0),
-        "role": "root" if thread_id == 0 else "child", "token_ids": token_ids, "num_prompt_tokens": num_prompt,
-        "trainable": trainable, "logprobs": logprobs, "versions": versions, "finish_reason": "stop", "reward": reward,
-    }  # fmt: skip
+def thread(episode, group, reward, token_ids, num_prompt, trainable, logprobs, versions, thread_id=0):
+    """A version-2 row; `group` is the group_id (the k samples of one problem under one ticket)."""
+    return thread_row(
+        episode, group, reward=reward, token_ids=token_ids, num_prompt_tokens=num_prompt, trainable=trainable,
+        logprobs=logprobs, versions=versions, thread_id=thread_id, parent_id=-1 if thread_id == 0 else 0,
+        spawn_index=-1 if thread_id == 0 else 0, depth=int(thread_id > 0), role="root" if thread_id == 0 else "child",
+    )
 
 
 F, T = False, True
@@ -78,12 +79,23 @@ def test_micro_batches_keep_every_trained_token():
 
 def test_parallel_bonus_is_added_to_rewards_before_the_estimator():
     # weight 0.4; a: correct, critical 6 of 8 tokens -> bonus 0.4 * (1 - 6/8) = 0.1; b wrong -> 0.
-    # shaped rewards (1.1, 0) -> dr_grpo (+0.55, -0.55).
-    _, rewards, adv = episode_advantages(HAND_ROWS[:3], "dr_grpo", 0.4, {"a": (8, 6), "b": (2, 2)})
+    # shaped rewards (1.1, 0) -> dr_grpo (+0.55, -0.55). The token counts are the episode's columns.
+    counted = [dict(r, episode_total_tokens=t, episode_critical_path_tokens=c)
+               for r, (t, c) in zip(HAND_ROWS[:3], [(8, 6), (8, 6), (2, 2)])]  # fmt: skip
+    _, rewards, adv = episode_advantages(counted, "dr_grpo", 0.4)
     np.testing.assert_allclose(rewards, [1.0, 0.0])
     np.testing.assert_allclose(adv, [0.55, -0.55])
     with pytest.raises(RLBatchError, match="critical-path"):
-        episode_advantages(HAND_ROWS[:3], "dr_grpo", 0.4, {"a": (8, 6)})
+        episode_advantages(HAND_ROWS[:3], "dr_grpo", 0.4)  # a version-1 file's episodes have no critical path
+
+
+def test_groups_are_found_by_group_id_not_problem_id():
+    # The same problem sampled under two tickets is two groups: each of one episode -> advantage 0.
+    rows = [thread("a", "p#0", 1.0, [1, 2], 1, [F, T], [-0.1], [0]), thread("b", "p#1", 0.0, [1, 2], 1, [F, T], [-0.1], [0])]
+    _, _, adv = episode_advantages(rows, "dr_grpo")
+    np.testing.assert_allclose(adv, [0.0, 0.0])
+    rows[1]["group_id"] = "p#0"  # one group (1, 0) -> (+0.5, -0.5)
+    np.testing.assert_allclose(episode_advantages(rows, "dr_grpo")[2], [0.5, -0.5])
 
 
 def test_a_thread_longer_than_seq_len_widens_the_rows_instead_of_failing():

@@ -10,6 +10,7 @@ from reasoning.controllers.apr import AprController
 from reasoning.controllers.limits import ThreadLimits
 from reasoning.countdown.problems import Problem
 from reasoning.countdown.tokenizer import build_tokenizer
+from reasoning.tasks import make_task
 from reward import Reason
 from rollout.engine import SamplingParams
 from tests.scripted_engine import ScriptedEngine
@@ -25,7 +26,7 @@ def tokenizer():
 
 def run(tokenizer, respond, limits=ThreadLimits(), delay_s=0.0, sampling=GREEDY):
     engine = ScriptedEngine(tokenizer, respond, delay_s)
-    episode = asyncio.run(AprController(engine, tokenizer, sampling, limits).run(PROBLEM))
+    episode = asyncio.run(AprController(engine, tokenizer, make_task("countdown"), sampling, limits).run(PROBLEM))
     return episode, engine
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from reasoning.countdown.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+from reasoning.countdown.tokenizer import build_tokenizer, save_tokenizer
+from rollout.tokenizer import load_tokenizer
 from reasoning.markup import MARKUP_TAGS
 
 

@@ -10,6 +10,7 @@ from reasoning.countdown.tokenizer import build_tokenizer
 from reasoning.multipath.config import MultiPathConfig
 from reasoning.multipath.judges import auroc, jaccard, ngram_similarity, ngrams
 from reasoning.multipath.runner import MultiPathRunner
+from reasoning.tasks import make_task
 from rollout.engine import Completion, FinishReason, SamplingParams
 
 PROBLEM = Problem("p", (3, 12, 19), 34)
@@ -46,7 +47,7 @@ def tokenizer():
 
 def run(tokenizer, texts, mode, logprobs=None, **config):
     engine = PathEngine(tokenizer, texts, logprobs)
-    runner = MultiPathRunner(engine, tokenizer, MultiPathConfig(k=len(texts), chunk_tokens=4, **config), max_tokens=200)
+    runner = MultiPathRunner(engine, tokenizer, make_task("countdown"), MultiPathConfig(k=len(texts), chunk_tokens=4, **config), max_tokens=200)
     episode = asyncio.run(runner.run(PROBLEM, mode))
     return episode, engine, runner
 

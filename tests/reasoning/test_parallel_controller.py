@@ -15,6 +15,7 @@ from reasoning.controllers.limits import ThreadLimits
 from reasoning.controllers.parallel import ParallelController
 from reasoning.countdown.problems import Problem
 from reasoning.countdown.tokenizer import build_tokenizer
+from reasoning.tasks import make_task
 from reward import Reason
 from rollout.engine import SamplingParams
 from tests.scripted_engine import ScriptedEngine
@@ -33,7 +34,7 @@ def tokenizer():
 
 def run(tokenizer, respond, limits=ThreadLimits(), delay_s=0.0, engine_class=ScriptedEngine, sampling=GREEDY):
     engine = engine_class(tokenizer, respond, delay_s)
-    episode = asyncio.run(ParallelController(engine, tokenizer, sampling, limits).run(PROBLEM))
+    episode = asyncio.run(ParallelController(engine, tokenizer, make_task("countdown"), sampling, limits).run(PROBLEM))
     return episode, engine
 
 
