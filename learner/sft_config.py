@@ -8,12 +8,19 @@ from configs.typed import bounds, one_of, require
 
 @dataclass
 class SFTConfig:
-    """Supervised training on search traces, with packing and warmup + cosine."""
+    """Supervised training on the task's search traces or a data file, with packing and warmup + cosine."""
+
+    data_file: str = ""
+    """A JSON lines or Parquet file of examples to train on instead of generating the
+    task's search traces: each row has `messages` (a chat; the assistant messages are
+    trained) or `prompt` + `response` (text; the prompt is built as task.prompt_format
+    says and the response is trained), and optionally an `id` (reasoning/sft_data.py).
+    Empty: the task's traces (countdown)."""
 
     steps: int = field(default=3000, metadata=bounds(ge=1, le=10_000_000))
     """Optimizer steps."""
     seq_len: int = field(default=512, metadata=bounds(ge=16, le=65_536))
-    """Tokens per packed row; longer trace threads are left out."""
+    """Tokens per packed row; longer trace threads and examples are left out."""
     rows: int = field(default=4, metadata=bounds(ge=1, le=4096))
     """Packed rows per step: a step trains on at most rows * seq_len tokens."""
     lr: float = field(default=2e-3, metadata=bounds(gt=0.0, le=1.0))
@@ -46,4 +53,8 @@ class SFTConfig:
     """Seed of the data order."""
 
     def validate(self) -> None:
+        require(
+            not self.data_file or self.data_file.endswith((".jsonl", ".parquet")), "data_file",
+            f"must be a .jsonl or .parquet file; got {self.data_file!r}",
+        )  # fmt: skip
         require(self.warmup_steps < self.steps, "warmup_steps", f"must be < steps ({self.warmup_steps} >= {self.steps})")

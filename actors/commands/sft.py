@@ -1,9 +1,17 @@
-"""`treadle sft CONFIG [key=value ...] [--resume]`: the supervised stage on search traces.
+"""`treadle sft CONFIG [key=value ...] [--resume]`: the supervised stage.
 
-Everything a run needs is made when missing: the task's problems (RUN/data), the traces
-of the training problems (RUN/traces-<kind>.parquet), a fresh preset model (or
-`model.path`). Then it trains (learner/sft.py) with checkpoints in RUN/checkpoints and
-writes the final model to RUN/final, with the keys of the problems it was trained on.
+The model is `model.path` (a Hugging Face model directory, its tokenizer beside it) or,
+without one, a fresh preset with the Countdown tokenizer; `--resume` continues from the
+run's latest checkpoint instead. It trains on one of:
+- `sft.data_file`, a JSON lines or Parquet file of examples (`messages`, or `prompt` +
+  `response`), tokenized with the model's tokenizer and masked so that only the
+  assistant's tokens are trained (reasoning/sft_data.py); a fresh preset cannot apply
+  a chat template, so without model.path only raw prompt+response examples work;
+- else the task's search traces, made when missing: the problems (RUN/data) and the
+  traces of the training problems (RUN/traces-<kind>.parquet).
+Sequences longer than sft.seq_len are left out. It trains (learner/sft.py) with
+checkpoints in RUN/checkpoints and writes the final model to RUN/final, with the keys of
+the problems it was trained on (those of the data file's rows the task recognises).
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sft",
-        help="supervised training of a preset model on solver traces",
+        help="supervised training on solver traces or a data file of examples",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,12 +49,22 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} already has checkpoints; pass --resume to continue, or set run_dir or name")
     if args.resume and checkpoint is None:
         raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+    if config.sft.data_file:
+        _check_data_file(config, checkpoint)
+    elif config.task.name != "countdown":
+        raise UsageError(
+            f"sft.data_file: without one, sft trains on countdown search traces, but task.name is {config.task.name!r}"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
-    problems = _training_problems(config, out)
-    sequences, trained_keys = _trace_sequences(config, problems, out)
-    model, tokenizer, state = _model(config, checkpoint)
+    if config.sft.data_file:
+        model, tokenizer, state = _model(config, checkpoint)
+        sequences, trained_keys = _example_sequences(config, tokenizer)
+    else:
+        problems = _training_problems(config, out)
+        sequences, trained_keys = _trace_sequences(config, problems, out)
+        model, tokenizer, state = _model(config, checkpoint)
 
     from learner.checkpoint import save_checkpoint
     from learner.sft import train_sft
@@ -65,18 +83,20 @@ def _training_problems(config, out: Path):
 
     train = out / "data" / "train.parquet"
     if not train.is_file():
-        generate_files(config.task, out / "data")
+        generate_files(config.task.countdown, out / "data")
     return read_problems(train)
 
 
 def _trace_sequences(config, problems, out: Path):
     from actors.commands.traces import write_trace_file
     from reasoning.episode_table import read_threads
+    from reasoning.sft_data import problem_keys
+    from reasoning.tasks.registry import make_task
 
     path = out / f"traces-{config.traces.kind}.parquet"
     if not path.is_file():
         write_trace_file(problems, config, path)
-    table = read_threads(path).select(["token_ids", "trainable", "numbers", "target"]).to_pydict()
+    table = read_threads(path).select(["token_ids", "trainable", "problem"]).to_pydict()
     sequences = [
         (ids, trainable)
         for ids, trainable in zip(table["token_ids"], table["trainable"])
@@ -84,19 +104,61 @@ def _trace_sequences(config, problems, out: Path):
     ]
     if len(sequences) < len(table["token_ids"]):
         print(f"left out {len(table['token_ids']) - len(sequences)} threads longer than sft.seq_len")
-    keys = sorted({(tuple(sorted(n)), t) for n, t in zip(table["numbers"], table["target"])})
-    return sequences, [[list(numbers), target] for numbers, target in keys]
+    return sequences, problem_keys(set(table["problem"]), make_task(config.task))
+
+
+def _check_data_file(config, checkpoint: Path | None) -> None:
+    from actors.errors import UsageError
+
+    if not Path(config.sft.data_file).is_file():
+        raise UsageError(f"sft.data_file: no such file: {config.sft.data_file}")
+    if checkpoint is None and not config.model.path and config.task.prompt_format != "raw":
+        raise UsageError(
+            "model.path: training on sft.data_file with chat prompts needs a model directory with its "
+            "tokenizer's chat template (a fresh preset has the Countdown tokenizer); set model.path, "
+            "or task.prompt_format=raw"
+        )
+
+
+def _example_sequences(config, tokenizer):
+    from actors.errors import UsageError
+    from reasoning.sft_data import example_rows, problem_keys
+    from reasoning.tasks.prompts import PromptBuilder, TaskError
+    from reasoning.tasks.registry import make_task
+
+    task = make_task(config.task)
+    try:
+        rows, _ = example_rows(
+            config.sft.data_file, tokenizer, task, PromptBuilder(config.task.prompt_format, config.task.system_prompt)
+        )
+        kept = [row for row in rows if len(row["token_ids"]) <= config.sft.seq_len]
+        keys = problem_keys((row["problem"] for row in kept), task)  # of the examples trained on
+    except TaskError as e:
+        raise UsageError(str(e)) from None
+    finally:
+        task.close()
+    if len(kept) < len(rows):
+        print(f"left out {len(rows) - len(kept)} examples longer than sft.seq_len")
+    if not kept:
+        raise UsageError(f"sft.seq_len: no example of {config.sft.data_file} fits in {config.sft.seq_len} tokens")
+    print(f"training on {len(kept)} examples of {config.sft.data_file}")
+    return [(row["token_ids"], row["trainable"]) for row in kept], keys
 
 
 def _model(config, checkpoint: Path | None):
+    from actors.errors import UsageError
     from learner.checkpoint import load_trainer_state
-    from learner.models import init_model, load_model
-    from reasoning.countdown.tokenizer import build_tokenizer, load_tokenizer
+    from learner.models import CheckpointError, init_model, load_model
+    from reasoning.countdown.tokenizer import build_tokenizer
+    from rollout.tokenizer import TokenizerError, load_tokenizer
 
     if checkpoint is not None:
         print(f"resuming from {checkpoint}")
         return load_model(checkpoint), load_tokenizer(checkpoint), load_trainer_state(checkpoint)
     if config.model.path:
-        return load_model(config.model.path, config.model.dtype), load_tokenizer(config.model.path), None
+        try:
+            return load_model(config.model.path, config.model.dtype), load_tokenizer(config.model.path), None
+        except (CheckpointError, TokenizerError) as e:
+            raise UsageError(f"model.path: {e}") from None
     tokenizer = build_tokenizer(config.tokenizer.number_digits)
     return init_model(config.model, tokenizer), tokenizer, None

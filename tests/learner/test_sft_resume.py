@@ -16,7 +16,7 @@ from learner.sft import SequenceStream
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_RUN = [
-    "task.num_train=300", "task.num_val=20", "sft.steps=8", "sft.warmup_steps=2", "sft.rows=2",
+    "task.countdown.num_train=300", "task.countdown.num_val=20", "sft.steps=8", "sft.warmup_steps=2", "sft.rows=2",
     "sft.seq_len=256", "sft.log_every=1", "sft.checkpoint_every=4", "sft.num_threads=1",
 ]  # fmt: skip
 
