@@ -20,3 +20,14 @@ def returns_nan(row: dict, output: str) -> float:
 
 def returns_str(row: dict, output: str) -> str:
     return "1.0"
+
+
+def by_row(row: dict, output: str):
+    """Misbehaves as the row's `hostility` column says (raises, hangs, nan, str), else
+    scores like examples.custom_reward: one training run meets every failure."""
+    behaviour = {"raises": raises, "hangs": hangs, "nan": returns_nan, "str": returns_str}.get(row.get("hostility"))
+    if behaviour is not None:
+        return behaviour(row, output)
+    from examples.custom_reward import reward
+
+    return reward(row, output)

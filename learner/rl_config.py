@@ -69,11 +69,19 @@ class RLConfig:
     """Where the policy, the reference model, the optimizer states and the micro-batches
     live: cpu, or cuda (the learner process's current GPU; Ray gives each learner actor
     one). Several learners talk over gloo on cpu and NCCL on cuda (learner/distributed.py)."""
-    dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16"))
+    dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16", "auto"))
     """Compute precision of the model's forward. float32: everything in fp32. bfloat16
     (cuda only): the forward and backward run under bf16 autocast, while the master
     weights, gradients and optimizer states stay fp32 and the log-softmax, entropy and
-    loss are computed in fp32 from the bf16 logits (or hidden states)."""
+    loss are computed in fp32 from the bf16 logits (or hidden states). auto: bfloat16 on
+    cuda, float32 on cpu (so one experiment file serves both with only rl.device changed)."""
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype in effect: `dtype`, with auto resolved by the device."""
+        if self.dtype == "auto":
+            return "bfloat16" if self.device == "cuda" else "float32"
+        return self.dtype
 
     def validate(self) -> None:
         require(

@@ -125,7 +125,7 @@ class RLLearner:
         self.rank, self.world_size = rank, world_size
         self.sharded = config.data_parallel == "fsdp2" and world_size > 1
         self.device = learner_device(config)
-        self.autocast_dtype = torch.bfloat16 if config.dtype == "bfloat16" else None
+        self.autocast_dtype = torch.bfloat16 if config.compute_dtype == "bfloat16" else None
         self.version = 0
         self.reference: torch.nn.Module | None = None
         if config.kl_coef > 0:  # a whole frozen copy on every rank (forward only)

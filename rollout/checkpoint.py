@@ -63,11 +63,28 @@ def safetensors_shards(directory: Path) -> list[Path]:
     )
 
 
-def eos_token_ids(config: PretrainedConfig) -> tuple[int, ...]:
-    eos = getattr(config, "eos_token_id", None)
-    if eos is None:
-        return ()
-    return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
+def eos_token_ids(config: PretrainedConfig, source: Any = None) -> tuple[int, ...]:
+    """The ids that end generation: the config's eos_token_id and, when `source` (a model
+    or its directory) has a generation config, that one's too (chat models such as
+    Llama 3 Instruct list their end-of-turn token only there)."""
+    ids: list[int] = []
+    for eos in (getattr(config, "eos_token_id", None), _generation_eos(source)):
+        if eos is not None:
+            ids += [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
+    return tuple(dict.fromkeys(ids))
+
+
+def _generation_eos(source: Any) -> Any:
+    if isinstance(source, PreTrainedModel):
+        generation = getattr(source, "generation_config", None)
+        return getattr(generation, "eos_token_id", None)
+    if source is None:
+        return None
+    path = Path(source) / "generation_config.json"
+    try:
+        return json.loads(path.read_text()).get("eos_token_id") if path.is_file() else None
+    except (ValueError, AttributeError):
+        raise UnsupportedModel(f"{path}: not a JSON object") from None
 
 
 def plan_weight_update(

@@ -16,8 +16,9 @@ class EngineConfig:
     engine (the optional extra `treadle[vllm]`; see rollout/vllm_engine.py)."""
     device: str = field(default="cpu", metadata=one_of("cpu", "cuda"))
     """Where the model and the KV cache live."""
-    dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16", "float16"))
-    """Weights, activations and KV cache dtype (logits and sampling are always float32)."""
+    dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16", "float16", "auto"))
+    """Weights, activations and KV cache dtype (logits and sampling are always float32);
+    auto: bfloat16 on cuda, float32 on cpu."""
     block_size: int = field(default=16, metadata=bounds(ge=1, le=256))
     """Tokens per KV block (paged); a power of two. Prefix caching shares whole blocks only."""
     num_kv_blocks: int = field(default=0, metadata=bounds(ge=0, le=10_000_000))
@@ -56,6 +57,13 @@ class EngineConfig:
     """vllm: skip torch.compile. Start-up is shorter (on a 2-core CPU about 40 s instead of
     1.5 min with a warm compile cache, 3 min with a cold one); decoding is slower."""
 
+    @property
+    def torch_dtype(self) -> str:
+        """The dtype in effect (a torch dtype's name): `dtype`, with auto resolved by the device."""
+        if self.dtype == "auto":
+            return "bfloat16" if self.device == "cuda" else "float32"
+        return self.dtype
+
     def validate(self) -> None:
         require(self.block_size & (self.block_size - 1) == 0, "block_size", f"must be a power of two; got {self.block_size}")
         require(
@@ -69,7 +77,7 @@ class EngineConfig:
             "triton runs on a GPU; use decode_kernel=torch with device=cpu",
         )
         require(
-            self.decode_kernel != "cpu" or (self.device == "cpu" and self.dtype == "float32"),
+            self.decode_kernel != "cpu" or (self.device == "cpu" and self.torch_dtype == "float32"),
             "decode_kernel",
-            f"cpu runs float32 on a CPU (here {self.dtype} on {self.device}); use decode_kernel=torch or auto",
+            f"cpu runs float32 on a CPU (here {self.torch_dtype} on {self.device}); use decode_kernel=torch or auto",
         )

@@ -53,7 +53,7 @@ def _hf_core(model: Any, decode, config: EngineConfig):
 
     from rollout.hf_engine import HFCore
 
-    dtype = getattr(torch, config.dtype)
+    dtype = getattr(torch, config.torch_dtype)
     if not isinstance(model, PreTrainedModel):
         model = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype, local_files_only=True)
     model = model.to(device=config.device, dtype=dtype)

@@ -54,7 +54,7 @@ class HFCore:
         self.max_model_len = min(limit, max_model_len) if max_model_len else limit
         self._decode = decode
         self._max_batch_size = max_batch_size
-        self._eos_token_ids = eos_token_ids(model.config)
+        self._eos_token_ids = eos_token_ids(model.config, model)
         pad = model.config.pad_token_id
         self._pad_id = int(pad) if pad is not None else 0
         self._weights = dict(model.state_dict(keep_vars=True))

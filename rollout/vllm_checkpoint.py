@@ -67,7 +67,7 @@ def _read(directory: Path, temporary: bool) -> Checkpoint:
         shapes.setdefault("lm_head.weight", shapes["model.embed_tokens.weight"])
     return Checkpoint(
         directory=directory, vocab_size=config.vocab_size,
-        max_position_embeddings=config.max_position_embeddings, eos_token_ids=eos_token_ids(config),
+        max_position_embeddings=config.max_position_embeddings, eos_token_ids=eos_token_ids(config, directory),
         shapes=shapes, temporary=temporary,
     )
 

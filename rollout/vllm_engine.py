@@ -188,7 +188,7 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = AsyncEngineArgs(
-            model=str(self._checkpoint.directory), skip_tokenizer_init=True, dtype=config.dtype,
+            model=str(self._checkpoint.directory), skip_tokenizer_init=True, dtype=config.torch_dtype,
             max_model_len=self.max_model_len,
             num_gpu_blocks_override=config.num_kv_blocks or None,
             kv_cache_memory_bytes=int(config.kv_cache_mb * 2**20),

@@ -44,35 +44,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from actors.commands.common import load_experiment
     from configs.typed import build, to_dict
-    from reasoning.countdown.config import CountdownConfig
+    from reasoning.tasks import TaskConfig, make_task
 
     settings = to_dict(load_experiment(args.config, []).task.countdown)
     settings.update({field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag) is not None})
-    config = build(CountdownConfig, settings, path="task.countdown")
-    generate_files(config, args.out)
+    task = make_task(build(TaskConfig, {"name": "countdown", "countdown": settings}, path="task"))
+    generate_files(task, args.out)
     return 0
 
 
-def generate_files(config, out: Path) -> None:
-    """Write out/train.parquet and out/val.parquet for a CountdownConfig."""
+def generate_files(task, out: Path) -> None:
+    """Write out/train.parquet and out/val.parquet of a generator task (countdown)."""
     from tqdm import tqdm
 
-    from reasoning.countdown.problem_files import write_problems
-    from reasoning.countdown.problems import ProblemSpaceExhausted, generate_problems
-
     from actors.errors import UsageError
+    from reasoning.tasks import TaskError
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    total = config.num_train + config.num_val
-    with tqdm(total=total, unit="problem", file=sys.stderr, disable=None) as bar:
+    settings = task.config.countdown
+    with tqdm(total=settings.num_train + settings.num_val, unit="problem", file=sys.stderr, disable=None) as bar:
         try:
-            train, val = generate_problems(config, progress=bar.update)
-        except ProblemSpaceExhausted as e:
+            train, val = task.generate(progress=bar.update)
+        except TaskError as e:
             raise UsageError(str(e)) from None
     for name, problems in (("train", train), ("val", val)):
         tmp = out / f".{name}.parquet.tmp"
-        write_problems(tmp, problems)
+        task.write_problems(tmp, problems)
         os.replace(tmp, out / f"{name}.parquet")
     seconds = time.perf_counter() - start
     print(f"wrote {len(train)} train and {len(val)} val problems to {out} in {seconds:.1f} s")

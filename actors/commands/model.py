@@ -72,10 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_experiment(args.config, args.overrides)
 
+    from actors.errors import UsageError
     from learner.models import count_parameters, init_model, save_model
-    from reasoning.countdown.tokenizer import build_tokenizer
+    from reasoning.tasks import make_task
 
-    tokenizer = build_tokenizer(config.tokenizer.number_digits)
+    task = make_task(config.task)
+    if not hasattr(task, "new_tokenizer"):
+        raise UsageError(f"task.name: the {task.name} task has no tokenizer of its own; start from a model.path instead")
+    tokenizer = task.new_tokenizer(config.tokenizer)
     model = init_model(config.model, tokenizer)
     save_model(model, tokenizer, args.out)
     print(

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from actors.errors import UsageError
     from configs.experiment import load_config, run_dir
     from configs.typed import to_dict
+    from reasoning.tasks import make_task
 
     config = load_config(args.config, args.overrides)
     out = run_dir(config)
@@ -49,22 +50,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} already has checkpoints; pass --resume to continue, or set run_dir or name")
     if args.resume and checkpoint is None:
         raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+    task = make_task(config.task)
     if config.sft.data_file:
         _check_data_file(config, checkpoint)
-    elif config.task.name != "countdown":
+    elif not hasattr(task, "trace_rows"):
         raise UsageError(
-            f"sft.data_file: without one, sft trains on countdown search traces, but task.name is {config.task.name!r}"
+            f"sft.data_file: without one, sft trains on the task's solver traces, and the {task.name} task has none"
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
     if config.sft.data_file:
-        model, tokenizer, state = _model(config, checkpoint)
-        sequences, trained_keys = _example_sequences(config, tokenizer)
+        model, tokenizer, state = _model(config, task, checkpoint)
+        sequences, trained_keys = _example_sequences(config, task, tokenizer)
     else:
-        problems = _training_problems(config, out)
-        sequences, trained_keys = _trace_sequences(config, problems, out)
-        model, tokenizer, state = _model(config, checkpoint)
+        problems = _training_problems(task, out)
+        sequences, trained_keys = _trace_sequences(config, task, problems, out)
+        model, tokenizer, state = _model(config, task, checkpoint)
 
     from learner.checkpoint import save_checkpoint
     from learner.sft import train_sft
@@ -77,25 +79,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_problems(config, out: Path):
+def _training_problems(task, out: Path):
+    """The generator task's training problems, written to RUN/data on the first run."""
     from actors.commands.data import generate_files
-    from reasoning.countdown.problem_files import read_problems
 
     train = out / "data" / "train.parquet"
     if not train.is_file():
-        generate_files(config.task.countdown, out / "data")
-    return read_problems(train)
+        generate_files(task, out / "data")
+    return task.read_problems(train)
 
 
-def _trace_sequences(config, problems, out: Path):
+def _trace_sequences(config, task, problems, out: Path):
     from actors.commands.traces import write_trace_file
     from reasoning.episode_table import read_threads
     from reasoning.sft_data import problem_keys
-    from reasoning.tasks.registry import make_task
 
     path = out / f"traces-{config.traces.kind}.parquet"
     if not path.is_file():
-        write_trace_file(problems, config, path)
+        write_trace_file(task, problems, config, path)
     table = read_threads(path).select(["token_ids", "trainable", "problem"]).to_pydict()
     sequences = [
         (ids, trainable)
@@ -104,7 +105,7 @@ def _trace_sequences(config, problems, out: Path):
     ]
     if len(sequences) < len(table["token_ids"]):
         print(f"left out {len(table['token_ids']) - len(sequences)} threads longer than sft.seq_len")
-    return sequences, problem_keys(set(table["problem"]), make_task(config.task))
+    return sequences, problem_keys(set(table["problem"]), task)
 
 
 def _check_data_file(config, checkpoint: Path | None) -> None:
@@ -120,23 +121,17 @@ def _check_data_file(config, checkpoint: Path | None) -> None:
         )
 
 
-def _example_sequences(config, tokenizer):
+def _example_sequences(config, task, tokenizer):
     from actors.errors import UsageError
     from reasoning.sft_data import example_rows, problem_keys
-    from reasoning.tasks.prompts import PromptBuilder, TaskError
-    from reasoning.tasks.registry import make_task
+    from reasoning.tasks.prompts import TaskError
 
-    task = make_task(config.task)
     try:
-        rows, _ = example_rows(
-            config.sft.data_file, tokenizer, task, PromptBuilder(config.task.prompt_format, config.task.system_prompt)
-        )
+        rows, _ = example_rows(config.sft.data_file, tokenizer, task, task.prompts)
         kept = [row for row in rows if len(row["token_ids"]) <= config.sft.seq_len]
         keys = problem_keys((row["problem"] for row in kept), task)  # of the examples trained on
     except TaskError as e:
         raise UsageError(str(e)) from None
-    finally:
-        task.close()
     if len(kept) < len(rows):
         print(f"left out {len(rows) - len(kept)} examples longer than sft.seq_len")
     if not kept:
@@ -145,11 +140,10 @@ def _example_sequences(config, tokenizer):
     return [(row["token_ids"], row["trainable"]) for row in kept], keys
 
 
-def _model(config, checkpoint: Path | None):
+def _model(config, task, checkpoint: Path | None):
     from actors.errors import UsageError
     from learner.checkpoint import load_trainer_state
     from learner.models import CheckpointError, init_model, load_model
-    from reasoning.countdown.tokenizer import build_tokenizer
     from rollout.tokenizer import TokenizerError, load_tokenizer
 
     if checkpoint is not None:
@@ -160,5 +154,7 @@ def _model(config, checkpoint: Path | None):
             return load_model(config.model.path, config.model.dtype), load_tokenizer(config.model.path), None
         except (CheckpointError, TokenizerError) as e:
             raise UsageError(f"model.path: {e}") from None
-    tokenizer = build_tokenizer(config.tokenizer.number_digits)
+    if not hasattr(task, "new_tokenizer"):
+        raise UsageError(f"model.path: the {task.name} task has no tokenizer of its own to start a fresh model; set model.path=DIR")
+    tokenizer = task.new_tokenizer(config.tokenizer)
     return init_model(config.model, tokenizer), tokenizer, None

@@ -28,14 +28,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from actors.commands.common import load_experiment
     from actors.errors import UsageError
-    from reasoning.countdown.problem_files import ProblemFileError, read_problems
+    from reasoning.tasks import TaskError, make_task
 
     config = load_experiment(args.config, [*args.overrides, f"traces.kind={args.kind}"])
+    task = make_task(config.task)
+    if not hasattr(task, "trace_rows"):
+        raise UsageError(f"task.name: the {task.name} task has no solver traces (countdown has)")
     try:
-        problems = read_problems(args.problems)
-    except ProblemFileError as e:
+        problems = task.read_problems(args.problems)
+    except TaskError as e:
         raise UsageError(str(e)) from None
-    stats = write_trace_file(problems, config, args.out)
+    stats = write_trace_file(task, problems, config, args.out)
     print(
         f"wrote {stats.num_episodes} {args.kind} episodes ({stats.num_threads} threads, "
         f"{stats.num_tokens:,} tokens) to {args.out}; left out {stats.num_failed} failed "
@@ -44,14 +47,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_trace_file(problems, config, out: Path):
-    from reasoning.countdown.tokenizer import build_tokenizer
-    from reasoning.countdown.trace_tokens import trace_rows
+def write_trace_file(task, problems, config, out: Path):
+    """The task's solver traces of `problems` as an episode-table file, tokenized by the
+    task's own tokenizer (`config.tokenizer`)."""
     from reasoning.episode_table import write_threads
 
     start = time.perf_counter()
-    tokenizer = build_tokenizer(config.tokenizer.number_digits)
-    rows, stats = trace_rows(problems, config.traces, tokenizer)
+    tokenizer = task.new_tokenizer(config.tokenizer)
+    rows, stats = task.trace_rows(problems, config.traces, tokenizer)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     write_threads(tmp, rows)

@@ -59,7 +59,7 @@ class PagedCore:
         """From a checkpoint directory or a PreTrainedModel (its weights are copied)."""
         hf_config = read_config(source)
         shape = ModelShape.from_config(hf_config)
-        dtype = getattr(torch, config.dtype)
+        dtype = getattr(torch, config.torch_dtype)
         num_blocks = config.num_kv_blocks or int(
             config.kv_cache_mb * 2**20 // kv_bytes_per_block(shape, config.block_size, dtype)
         )
@@ -81,7 +81,7 @@ class PagedCore:
         scheduler = Scheduler(
             blocks, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens
         )
-        return cls(runner, scheduler, max_model_len=max_model_len, eos_token_ids=eos_token_ids(hf_config), decode=decode)
+        return cls(runner, scheduler, max_model_len=max_model_len, eos_token_ids=eos_token_ids(hf_config, source), decode=decode)
 
     def validate(self, request: Request) -> None:
         validate_request(
