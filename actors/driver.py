@@ -27,7 +27,6 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from ray import exceptions as ray_exceptions
 from actors import run_checkpoint
 from actors.errors import UsageError
 from actors.run_checkpoint import LoopCheckpoint
+from actors.run_inputs import RunInputs, json_key, prepare_inputs
 
 CONFIG_FILE = "config.yaml"
 
@@ -54,7 +54,7 @@ def save_config(config: Any, run_dir: Path) -> None:
 
 def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
     """Run `config.train.steps` learner steps in `run_dir`, or go on from its newest checkpoint."""
-    inputs = prepare_inputs(config)  # everything that can be refused is refused before Ray starts
+    inputs = prepare_inputs(config)  # everything that can be refused is refused before Ray starts (actors/run_inputs.py)
     state = run_checkpoint.load(run_checkpoint.latest(run_dir)) if resume else None
     start_version = state.version if state else 0
     if start_version >= config.train.steps:
@@ -76,57 +76,6 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
             state = run_checkpoint.load(latest)
         finally:
             loop.shutdown()
-
-
-@dataclass
-class RunInputs:
-    """What a run reads before Ray starts: the policy directory, the task's problems and
-    the problem keys the final policy will have been trained on."""
-
-    policy: str
-    train_problems: list
-    held_out: list
-    trained_keys: list
-    """JSON-able keys: the start policy's (trained_problems.json) and this run's train problems."""
-
-
-def prepare_inputs(config: Any) -> RunInputs:
-    """Read and check the run's inputs; UsageError naming the key or file otherwise.
-
-    The task's files are read, the tokenizer loaded, and the task and the thread
-    protocol check it (chat template, single-token tags, the reward function imports),
-    so a bad input fails here and not inside an actor."""
-    from configs.experiment import train_policy
-    from learner.checkpoint import load_trained_keys
-    from reasoning.controllers.factory import make_controller
-    from reasoning.tasks import TaskError, make_task
-    from rollout.engine import SamplingParams
-    from rollout.tokenizer import TokenizerError, load_tokenizer
-
-    policy = train_policy(config)
-    if not policy:
-        raise UsageError("train.checkpoint: no policy to start from; set train.checkpoint=DIR or model.path=DIR")
-    if not (Path(policy) / "config.json").is_file():
-        raise UsageError(f"train.checkpoint: {policy} is not a model directory (no config.json)")
-    task = make_task(config.task)
-    try:
-        tokenizer = load_tokenizer(policy)
-        train_problems, held_out = task.split()
-        sampling = SamplingParams(max_tokens=config.train.max_new_tokens)
-        make_controller(config.train.mode, None, tokenizer, task, sampling, config.threads)
-    except (TaskError, TokenizerError, ValueError) as e:
-        raise UsageError(str(e)) from None
-    finally:
-        task.close()
-    if not held_out and config.train.eval_every:
-        raise UsageError("task.eval_file: evaluations (train.eval_every > 0) need held-out problems; "
-                         "give task.eval_file or set train.eval_every=0")  # fmt: skip
-    keys = set(load_trained_keys(policy) or ()) | {p.key for p in train_problems}
-    return RunInputs(policy, train_problems, held_out[: config.train.eval_problems], [_json_key(k) for k in keys])
-
-
-def _json_key(key: Any) -> Any:
-    return [_json_key(k) for k in key] if isinstance(key, tuple) else key
 
 
 class TrainingLoop:
@@ -155,7 +104,7 @@ class TrainingLoop:
         rollout_gpus = train.rollout_gpus if config.engine.device == "cuda" else 0
         # Held here for the whole run: a worker Ray restarts reads its problems again.
         self.problems_ref = ray.put(inputs.train_problems)
-        self.trained_keys_ref = ray.put([tuple_key(k) for k in inputs.trained_keys])
+        self.trained_keys_ref = ray.put(inputs.trained_keys)
         self.workers = [
             RolloutActor.options(name=f"treadle-rollout-{i}", num_gpus=rollout_gpus).remote(
                 f"rollout-{i}", inputs.policy, [self.problems_ref], config,
@@ -200,7 +149,8 @@ class TrainingLoop:
             worker.stop.remote()
         ray.get(self.loops)  # groups being generated finish and are buffered: the last checkpoint keeps them
         checkpoint = self._checkpoint()
-        final = ray.get([rank.save.remote(str(self.run_dir / "final"), self.inputs.trained_keys) for rank in self.learners])[0]
+        trained = [json_key(k) for k in self.inputs.trained_keys]
+        final = ray.get([rank.save.remote(str(self.run_dir / "final"), trained) for rank in self.learners])[0]
         (self.run_dir / "eval.json").write_text(json.dumps(self.evaluations, indent=2) + "\n")
         report = write_report(self.run_dir, self.evaluations, train.max_staleness)
         return {**last, "evaluations": self.evaluations, "final": final, "checkpoint": str(checkpoint),
@@ -380,11 +330,6 @@ class _Clock:
 
     def learner_idle_ratio(self) -> float:
         return max(0.0, 1.0 - self.busy / max(self.elapsed(), 1e-9))
-
-
-def tuple_key(key: Any) -> Any:
-    """A JSON key back as the task's hashable key (lists as tuples)."""
-    return tuple(tuple_key(k) for k in key) if isinstance(key, list) else key
 
 
 def _ledger_entry(entry: Any, learner_version: int) -> dict[str, Any]:

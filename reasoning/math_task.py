@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from reasoning.tasks.rows import read_rows
 
 QUESTION_COLUMNS = ("question", "problem")
 """Accepted names of the question column: GSM8K's, then MATH-500's."""
@@ -58,11 +60,7 @@ def math_prompt(problem: MathProblem) -> str:
 def read_math_problems(path: str | Path) -> list[MathProblem]:
     """Every problem in the `.parquet` or `.jsonl` file at `path`, in file order."""
     path = Path(path)
-    if path.suffix not in SUFFIXES:
-        raise MathFileError(f"{path}: unknown suffix {path.suffix!r}; expected one of {', '.join(SUFFIXES)}")
-    if not path.is_file():
-        raise MathFileError(f"{path}: no such file")
-    rows = _jsonl_rows(path) if path.suffix == ".jsonl" else _parquet_rows(path)
+    rows = read_rows(path, KNOWN_COLUMNS, MathFileError)
     problems: list[MathProblem] = []
     first_row_of: dict[str, int] = {}
     for index, (where, row) in enumerate(rows):
@@ -89,33 +87,6 @@ def write_math_problems(path: str | Path, problems: Iterable[MathProblem]) -> No
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), str(path))
     else:
         raise MathFileError(f"{path}: unknown suffix {path.suffix!r}; expected one of {', '.join(SUFFIXES)}")
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    try:
-        names = pq.read_schema(str(path)).names
-        table = pq.read_table(str(path), columns=[n for n in KNOWN_COLUMNS if n in names])
-    except (pa.ArrowInvalid, OSError) as e:
-        raise MathFileError(f"{path}: not a readable Parquet file ({e})") from None
-    for index, row in enumerate(table.to_pylist()):
-        yield f"{path}: row {index}", row
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    index = 0
-    with path.open(encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: row {index} (line {line_number})"
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise MathFileError(f"{where}: not JSON ({e})") from None
-            if not isinstance(row, dict):
-                raise MathFileError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield where, row
-            index += 1
 
 
 def _to_problem(where: str, index: int, row: dict[str, Any]) -> MathProblem:

@@ -124,7 +124,7 @@ def _example(
     if not has_text:
         raise TaskError(f"{where}: needs a messages column, or prompt and response columns")
     prompt, response = _text(where, row, "prompt"), _text(where, row, "response")
-    if prompts.prompt_format == "chat":
+    if prompts.uses_chat(tokenizer):
         # The user's message as PromptBuilder.text_ids writes it, so the prompt is the task's.
         chat = [{"role": "user", "content": prompt.rstrip("\n")}, {"role": "assistant", "content": response}]
         ids, trainable = chat_tokens(where, tokenizer, prompts, chat)

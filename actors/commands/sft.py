@@ -113,7 +113,7 @@ def _check_data_file(config, checkpoint: Path | None) -> None:
 
     if not Path(config.sft.data_file).is_file():
         raise UsageError(f"sft.data_file: no such file: {config.sft.data_file}")
-    if checkpoint is None and not config.model.path and config.task.prompt_format != "raw":
+    if checkpoint is None and not config.model.path and config.task.prompt_format == "chat":
         raise UsageError(
             "model.path: training on sft.data_file with chat prompts needs a model directory with its "
             "tokenizer's chat template (a fresh preset has the Countdown tokenizer); set model.path, "

@@ -26,12 +26,14 @@ class TaskConfig:
     """Problems `treadle train` samples from (.parquet or .jsonl); empty: countdown
     generates its own, the other tasks need one."""
     eval_file: str = ""
-    """Held-out problems of `treadle train`'s evaluations (never trained on); empty:
-    countdown's generated validation split, else the first train.eval_problems of train_file."""
-    prompt_format: str = field(default="raw", metadata=one_of("raw", "chat"))
+    """Held-out problems of `treadle train`'s evaluations (train keeps none of their keys);
+    empty: countdown's generated validation split; the other tasks then have none, and
+    train.eval_every must be 0."""
+    prompt_format: str = field(default="raw", metadata=one_of("raw", "chat", "auto"))
     """raw: the problem text after the tokenizer's BOS (if it has one); chat: the
     tokenizer's chat template with the problem as the user's message and the
-    generation prompt appended (a `messages` column always takes the chat template)."""
+    generation prompt appended (a `messages` column always takes the chat template);
+    auto: chat when the tokenizer has a chat template, else raw."""
     system_prompt: str = ""
     """With chat prompts: a system message put first (empty: none)."""
     reward: str = ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,18 +17,23 @@ from reasoning.tasks.prompts import TaskError
 SUFFIXES = (".parquet", ".jsonl")
 
 
-def read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, row) for every row of the file, in file order."""
+def read_rows(
+    path: str | Path, columns: Sequence[str] | None = None, error: type[ValueError] = TaskError
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) for every row of the file, in file order; `columns` limits what a
+    Parquet file's rows hold (a JSON line keeps all); `error` is the exception raised."""
     path = Path(path)
     if path.suffix not in SUFFIXES:
-        raise TaskError(f"{path}: unknown suffix {path.suffix!r}; expected one of {', '.join(SUFFIXES)}")
+        raise error(f"{path}: unknown suffix {path.suffix!r}; expected one of {', '.join(SUFFIXES)}")
     if not path.is_file():
-        raise TaskError(f"{path}: no such file")
+        raise error(f"{path}: no such file")
     if path.suffix == ".parquet":
         try:
-            rows = pq.read_table(str(path)).to_pylist()
+            names = pq.read_schema(str(path)).names
+            wanted = None if columns is None else [n for n in columns if n in names]
+            rows = pq.read_table(str(path), columns=wanted).to_pylist()
         except (pa.ArrowInvalid, OSError) as e:
-            raise TaskError(f"{path}: not a readable Parquet file ({e})") from None
+            raise error(f"{path}: not a readable Parquet file ({e})") from None
         for index, row in enumerate(rows):
             yield f"{path}: row {index}", row
         return
@@ -41,9 +46,9 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as e:
-                raise TaskError(f"{where}: not JSON ({e})") from None
+                raise error(f"{where}: not JSON ({e})") from None
             if not isinstance(row, dict):
-                raise TaskError(f"{where}: expected a JSON object, got {type(row).__name__}")
+                raise error(f"{where}: expected a JSON object, got {type(row).__name__}")
             yield where, row
             index += 1
 

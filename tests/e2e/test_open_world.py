@@ -4,7 +4,8 @@ README gives), on random-weight Llama 3 / Qwen2 / Qwen3 checkpoints and a BPE to
 made in the test (tests/hf_models.py).
 
 - eval of a GSM8K-style file with the `math` task: `paged` and `hf` give the same greedy
-  outputs for each architecture; `--mode apr` on a vocabulary without the thread tags is
+  outputs for each architecture (chat prompts, and raw ones for the model saved without a
+  chat template); `--mode apr` on a vocabulary without the thread tags is
   refused naming the tag and the command that adds them;
 - two learner steps of `treadle train configs/math-rl.yaml` on a CPU;
 - a `custom` task whose reward function raises, hangs, returns NaN or a string on chosen
@@ -40,8 +41,10 @@ def treadle(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("open-world")
-    tokenizer = bpe_tokenizer()
-    models = {arch: save_model(root / arch, arch, tokenizer, seed=i) for i, arch in enumerate(ARCHS)}
+    instruct, base = bpe_tokenizer(), bpe_tokenizer(chat_template=None)
+    # Qwen2 stands for a base model: no chat template, so the experiments' `auto` prompts are raw.
+    models = {arch: save_model(root / arch, arch, base if arch == "qwen2" else instruct, seed=i)
+              for i, arch in enumerate(ARCHS)}  # fmt: skip
     problems = root / "gsm8k.jsonl"
     write_sample_problems(problems)
     return root, models, problems

@@ -24,7 +24,7 @@ from reasoning.controllers.parallel import ParallelController
 from reasoning.markup import MARKUP_TAGS, SPAWN_CLOSE, ThreadTokenError, tag_token_ids
 from reasoning.tasks import make_task
 from rollout.engine import FinishReason, SamplingParams
-from tests.reasoning.test_markup_tokens import bpe_tokenizer
+from tests.hf_models import bpe_tokenizer
 from tests.scripted_engine import ScriptedEngine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_added_tags_are_single_tokens_with_mean_rows_and_the_controllers_start(t
 
     result = add_thread_tokens(source, tmp_path / "out", MARKUP_TAGS)
     assert list(result.added) == list(MARKUP_TAGS) and result.present == {}
-    assert (result.rows_before, result.rows_after) == (num_old, 448)  # 400 + 12 tags, padded to a multiple of 64
+    assert (result.rows_before, result.rows_after) == (num_old, 448)  # 405 + 12 tags, padded to a multiple of 64
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
     tokenizer, model = load(tmp_path / "out")
@@ -135,7 +135,7 @@ def test_the_command_adds_the_tags_once(tmp_path):
     source = save_checkpoint(tmp_path / "base", tie=True)
     first = treadle("model", "add-thread-tokens", "--model", str(source), "--out", str(tmp_path / "out"))
     assert first.returncode == 0, first.stderr
-    assert "added 12 thread tokens: <spawn>=400" in first.stdout and "embedding rows 400 -> 448" in first.stdout
+    assert "added 12 thread tokens: <spawn>=405" in first.stdout and "embedding rows 405 -> 448" in first.stdout
     second = treadle("model", "add-thread-tokens", "--model", str(tmp_path / "out"), "--out", str(tmp_path / "again"))
     assert second.returncode == 0, second.stderr
     assert "nothing to add: all 12 thread tags are single tokens already" in second.stdout

@@ -5,10 +5,8 @@ spells `<spawn>` in pieces; the Countdown tokenizer has every tag as one token.
 """
 from __future__ import annotations
 
-import random
-
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from reasoning.controllers.apr import AprController
@@ -18,34 +16,7 @@ from reasoning.countdown.tokenizer import build_tokenizer
 from reasoning.markup import MARKUP_TAGS, SPAWN_CLOSE, ThreadTokenError, tag_token_ids
 from reasoning.tasks import make_task
 from rollout.engine import SamplingParams
-
-WORDS = "the a cat dog sat on mat we try add subtract make target from numbers answer is so left".split()
-CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-
-
-def bpe_tokenizer(vocab_size: int = 400, seed: int = 0) -> PreTrainedTokenizerFast:
-    """A small byte-level BPE tokenizer like a pretrained model's: bos/eos/pad, a chat
-    template, no unknown token, and none of the thread tags in its vocabulary."""
-    rng = random.Random(seed)
-    sentences = [
-        " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + f" {rng.randint(0, 999)} + {rng.randint(0, 99)}"
-        for _ in range(400)
-    ]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )  # fmt: skip
-    tokenizer.train_from_iterator(sentences, trainer)
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>",
-        clean_up_tokenization_spaces=False,
-    )  # fmt: skip
-    wrapped.chat_template = CHAT_TEMPLATE
-    return wrapped
-
+from tests.hf_models import bpe_tokenizer
 
 def make(controller_class, tokenizer):
     return controller_class(object(), tokenizer, make_task("countdown"), SamplingParams(max_tokens=16), ThreadLimits())

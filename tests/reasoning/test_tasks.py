@@ -141,3 +141,14 @@ def test_final_answers_for_votes():
 def test_config_checks_name_the_key(data, message):
     with pytest.raises(ConfigError, match=message):
         build(TaskConfig, data, path="task")
+
+
+def test_auto_prompts_follow_the_tokenizer(tmp_path):
+    write_sample_problems(tmp_path / "m.jsonl")
+    task = make_task(TaskConfig(name="math", prompt_format="auto"))
+    problem = task.read_problems(tmp_path / "m.jsonl")[0]
+    instruct, base = bpe_tokenizer(), bpe_tokenizer(chat_template=None)
+    task.check(base)  # a base model's tokenizer is fine: auto falls back to raw
+    chat = make_task(TaskConfig(name="math", prompt_format="chat")).prompt_ids(problem, instruct)
+    raw = make_task("math").prompt_ids(problem, base)
+    assert task.prompt_ids(problem, instruct) == chat and task.prompt_ids(problem, base) == raw != chat
