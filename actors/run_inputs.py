@@ -36,21 +36,27 @@ def prepare_inputs(config: Any) -> RunInputs:
     from learner.checkpoint import load_trained_keys
     from reasoning.controllers.factory import make_controller
     from reasoning.tasks import TaskError, make_task
+    from rollout.checkpoint import read_config
     from rollout.engine import SamplingParams
+    from rollout.errors import UnsupportedModel
+    from rollout.paged.weights import ModelShape
     from rollout.tokenizer import TokenizerError, load_tokenizer
 
     policy = train_policy(config)
     if not policy:
         raise UsageError("train.checkpoint: no policy to start from; set train.checkpoint=DIR or model.path=DIR")
     if not (Path(policy) / "config.json").is_file():
-        raise UsageError(f"train.checkpoint: {policy} is not a model directory (no config.json)")
+        key = "train.checkpoint" if config.train.checkpoint else "model.path"
+        raise UsageError(f"{key}: {policy} is not a model directory (no config.json)")
     task = make_task(config.task)
     try:
+        if config.engine.backend == "paged":  # an architecture the paged engine refuses, named now
+            ModelShape.from_config(read_config(policy))
         tokenizer = load_tokenizer(policy)
         train_problems, held_out = task.split()
         sampling = SamplingParams(max_tokens=config.train.max_new_tokens)
         make_controller(config.train.mode, None, tokenizer, task, sampling, config.threads)
-    except (TaskError, TokenizerError, ValueError) as e:
+    except (TaskError, TokenizerError, UnsupportedModel, ValueError) as e:
         raise UsageError(str(e)) from None
     finally:
         task.close()

@@ -96,13 +96,17 @@ def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, oth
     from reasoning.eval.curves import budget_curves
     from reasoning.eval.harness import episode_record, run_all, summarize
     from reasoning.eval.plots import plot_curves
-    from rollout.tokenizer import load_tokenizer
     from rollout.engine import SamplingParams
+    from rollout.errors import EngineConfigError, UnsupportedModel
     from rollout.factory import make_engine
+    from rollout.tokenizer import TokenizerError, load_tokenizer
 
-    tokenizer = load_tokenizer(checkpoint)
     sampling = SamplingParams(max_tokens=config.eval.max_new_tokens, temperature=0.0)
-    engine = make_engine(config.engine.backend, checkpoint, tokenizer, config.engine)
+    try:
+        tokenizer = load_tokenizer(checkpoint)
+        engine = make_engine(config.engine.backend, checkpoint, tokenizer, config.engine)
+    except (TokenizerError, UnsupportedModel, EngineConfigError) as e:
+        raise UsageError(str(e)) from None
     start = time.perf_counter()
     try:
         try:
