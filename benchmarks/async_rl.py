@@ -13,6 +13,14 @@ it). Both runs go without the Ray dashboard (`train.dashboard=false`, unless an 
 says otherwise): its processes would take CPU from the two actors that work, and the
 synchronous run, which leaves a core idle, would hide that cost.
 Final accuracy is greedy, on `--eval-problems` held-out problems, after the last step.
+
+What the ratio can be: in the synchronous run the learner waits for each batch while the
+worker generates it (`learner_wait_s`), then steps and publishes (`learner_step_s` +
+`weight_sync_s`), one after the other. With g and l their means over the run's steps,
+perfect overlap would run one step in max(g, l) instead of g + l, so
+`ideal_speedup` = (g + l) / max(g, l) and `overlap_efficiency` = speedup / ideal_speedup
+(1.0: the asynchronous run hid all it could; the first step, which has nothing to overlap
+with, is left out of both means).
 `max_token_staleness` is the largest version lag of any trained token of the async run
 (it must not exceed 2). Each run keeps its directory (metrics, ledger, checkpoints).
 """
@@ -66,8 +74,24 @@ def run(config_path: str, overrides: list[str], steps: int, eta: int, eval_probl
         figures[f"{name}_initial_accuracy"] = result["evaluations"][0]["accuracy"]
         figures[f"{name}_rollout_idle_ratio"] = metrics[-1]["rollout_idle_ratio"]
         figures[f"{name}_learner_idle_ratio"] = metrics[-1]["learner_idle_ratio"]
+        if name == "sync":
+            figures.update(ideal_speedup(metrics))
         if name == "async":
             figures["max_token_staleness"] = max(m["max_token_staleness"] for m in metrics)
             figures["dropped_stale"] = metrics[-1]["dropped_by_reason"].get("stale", 0)
     figures["speedup"] = round(figures["async_samples_per_s"] / figures["sync_samples_per_s"], 3)
+    figures["overlap_efficiency"] = round(figures["speedup"] / figures["ideal_speedup"], 3)
     return figures
+
+
+def ideal_speedup(sync_metrics: list[dict]) -> dict:
+    """Generation and learner seconds per step of a synchronous run, and the speedup that
+    perfect overlap of the two would give (see the module doc)."""
+    steps = sync_metrics[1:] or sync_metrics
+    generation = sum(m["learner_wait_s"] for m in steps) / len(steps)
+    learner = sum(m["learner_step_s"] + m["weight_sync_s"] for m in steps) / len(steps)
+    return {
+        "sync_generation_s_per_step": round(generation, 3),
+        "sync_learner_s_per_step": round(learner, 3),
+        "ideal_speedup": round((generation + learner) / max(generation, learner, 1e-9), 3),
+    }

@@ -40,6 +40,10 @@ def test_the_benchmark_reports_both_runs(bench):
                 "async_final_accuracy", "max_token_staleness"):  # fmt: skip
         assert key in figures, key
     assert figures["speedup"] == pytest.approx(figures["async_samples_per_s"] / figures["sync_samples_per_s"], rel=1e-2)
+    # What perfect overlap could give, from the synchronous run's own step times.
+    g, l = figures["sync_generation_s_per_step"], figures["sync_learner_s_per_step"]
+    assert g > 0 and l > 0 and figures["ideal_speedup"] == pytest.approx((g + l) / max(g, l), abs=2e-3)
+    assert figures["overlap_efficiency"] == pytest.approx(figures["speedup"] / figures["ideal_speedup"], abs=2e-3)
     assert 0 <= figures["max_token_staleness"] <= 1
 
 
@@ -69,3 +73,14 @@ def test_each_run_respects_the_staleness_bound_and_counts_every_episode(bench, n
     # Every trained episode is in the rollout log (which also holds the untrained ones).
     logged = set(read_rollout_logs(run_dir / "rollouts").column("episode_id").to_pylist())
     assert set(trained) <= logged
+
+
+def test_the_ideal_speedup_comes_from_the_synchronous_step_times():
+    from benchmarks.async_rl import ideal_speedup
+
+    # Step 1 (nothing to overlap with) is left out; then generation 2 s and learner 0.9 + 0.1 s
+    # a step: perfect overlap runs a step in max(2, 1) = 2 s instead of 3 s -> 1.5.
+    steps = [{"learner_wait_s": 9.0, "learner_step_s": 5.0, "weight_sync_s": 0.0}] + [
+        {"learner_wait_s": 2.0, "learner_step_s": 0.9, "weight_sync_s": 0.1}
+    ] * 2
+    assert ideal_speedup(steps) == {"sync_generation_s_per_step": 2.0, "sync_learner_s_per_step": 1.0, "ideal_speedup": 1.5}
