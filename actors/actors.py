@@ -22,6 +22,7 @@ from typing import Any
 import ray
 
 from actors.idle_clock import IdleClock
+from actors.progress import quiet_libraries
 from actors.rollout_log import RolloutLog
 
 ADMIT_WAIT_S = 1.0  # how long a worker's request for a ticket waits before it looks at `running` again
@@ -76,10 +77,10 @@ class BufferActor:
 
 @ray.remote(num_cpus=1, max_restarts=-1)
 class RolloutActor:
-    def __init__(self, worker_id: str, checkpoint: str, problems: list, config: Any, log_dir: str | None = None):
-        """`problems` is `[ref]` to the problem list in the object store (the caller keeps the
-        reference alive, so a restarted worker reads it again; `run` awaits it, as a
-        blocking `ray.get` here would stall the actor's event loop) or the list itself."""
+    def __init__(self, worker_id: str, checkpoint: str, config: Any, log_dir: str | None = None):
+        """Nothing here lives in the object store: Ray re-runs the constructor of a restarted
+        worker with the same arguments, and an argument that had gone out of scope would
+        fail the restart (Ray issue 53727). The problems come with `run`."""
         import torch
 
         from actors.rollout_core import RolloutCore
@@ -90,9 +91,9 @@ class RolloutActor:
 
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        quiet_libraries()
         self.worker_id = worker_id
-        self._problems_ref = problems[0] if problems and isinstance(problems[0], ray.ObjectRef) else None
-        self.problems = None if self._problems_ref is not None else problems
+        self.problems: list = []
         self.config = config
         tokenizer = load_tokenizer(checkpoint)
         engine = make_engine(config.engine.backend, checkpoint, tokenizer, config.engine)
@@ -110,10 +111,16 @@ class RolloutActor:
         self.idle = IdleClock()
         self.log = RolloutLog(log_dir) if log_dir else None
 
-    async def run(self, buffer) -> int:
-        """Generate groups until `stop`; returns how many groups were put."""
-        if self.problems is None:
-            self.problems = await self._problems_ref
+    def __repr__(self) -> str:  # Ray prefixes the actor's log lines with it
+        return f"{self.worker_id} v{self.core.engine.version}" if hasattr(self, "core") else self.worker_id
+
+    async def run(self, buffer, problems: list) -> int:
+        """Generate groups until `stop`; returns how many groups were put. `problems` is
+        `[ref]` to the problem list in the object store (awaited here: a blocking `ray.get`
+        would stall the actor's event loop) or the list itself."""
+        if problems and isinstance(problems[0], ray.ObjectRef):
+            problems = await problems[0]
+        self.problems = problems
         self.running = True
         try:
             await asyncio.gather(*(self._loop(buffer) for _ in range(self.config.train.groups_in_flight)))
@@ -175,6 +182,7 @@ class LearnerActor:
         from rollout.tokenizer import load_tokenizer
 
         torch.set_num_threads(1)
+        quiet_libraries()
         learner_device(rl_config)  # fails now, naming rl.device, when cuda is asked for and not there
         if world_size > 1:
             import torch.distributed as dist
@@ -185,6 +193,9 @@ class LearnerActor:
         self.checkpoint = checkpoint
         self.tokenizer = load_tokenizer(checkpoint)
         self.learner = RLLearner(load_model(checkpoint), rl_config, rank=rank, world_size=world_size)
+
+    def __repr__(self) -> str:  # Ray prefixes the actor's log lines with it
+        return f"learner-{self.learner.rank} v{self.learner.version}" if hasattr(self, "learner") else "learner"
 
     def ready(self) -> int:
         return self.learner.rank

@@ -35,6 +35,7 @@ from ray import exceptions as ray_exceptions
 
 from actors import run_checkpoint
 from actors.errors import UsageError
+from actors.progress import Progress, quiet_libraries
 from actors.run_checkpoint import LoopCheckpoint
 from actors.run_inputs import RunInputs, json_key, prepare_inputs
 
@@ -54,6 +55,7 @@ def save_config(config: Any, run_dir: Path) -> None:
 
 def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
     """Run `config.train.steps` learner steps in `run_dir`, or go on from its newest checkpoint."""
+    quiet_libraries()
     inputs = prepare_inputs(config)  # everything that can be refused is refused before Ray starts (actors/run_inputs.py)
     state = run_checkpoint.load(run_checkpoint.latest(run_dir)) if resume else None
     start_version = state.version if state else 0
@@ -102,12 +104,12 @@ class TrainingLoop:
             ray.get([rank.load_state.remote(str(state.directory)) for rank in self.learners])
             ray.get(self.buffer.load_state.remote(state.buffer, _put_buffered_episodes(state)))
         rollout_gpus = train.rollout_gpus if config.engine.device == "cuda" else 0
-        # Held here for the whole run: a worker Ray restarts reads its problems again.
+        # Held here for the whole run: a worker Ray restarts gets its problems again with `run`.
         self.problems_ref = ray.put(inputs.train_problems)
         self.trained_keys_ref = ray.put(inputs.trained_keys)
         self.workers = [
             RolloutActor.options(name=f"treadle-rollout-{i}", num_gpus=rollout_gpus).remote(
-                f"rollout-{i}", inputs.policy, [self.problems_ref], config,
+                f"rollout-{i}", inputs.policy, config,
                 str(run_dir.resolve() / "rollouts" / f"rollout-{i}"),
             )
             for i in range(train.num_rollout_workers)
@@ -123,17 +125,16 @@ class TrainingLoop:
         self.restores = restores  # returns to the last checkpoint after a learner died, in this process
 
     def run(self) -> dict:
-        from tqdm import tqdm
-
         from actors.report import write_report
 
         train = self.config.train
+        self.progress = Progress(train.steps, self.version)
         if train.eval_every and not self.evaluations:
             self._evaluate()  # before the loop: its time is not the loop's, and no group is generated during it
         self.clock.start()
-        self.loops = [w.run.remote(self.buffer) for w in self.workers]
+        self.loops = [w.run.remote(self.buffer, [self.problems_ref]) for w in self.workers]
         last: dict[str, Any] = {}
-        with tqdm(total=train.steps, initial=self.version, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+        try:
             while self.version < train.steps:
                 last = self._step()
                 if train.eval_every and (self.version % train.eval_every == 0 or self.version == train.steps):
@@ -142,9 +143,9 @@ class TrainingLoop:
                 self.dashboard.record(last)
                 if train.checkpoint_every and self.version % train.checkpoint_every == 0 and self.version < train.steps:
                     self._checkpoint()
-                bar.set_postfix(reward=f"{last['reward']:.3f}", staleness=last["max_token_staleness"],
-                                tok_s=f"{last['rollout_tokens_per_s']:.0f}")  # fmt: skip
-                bar.update(1)
+                self.progress.step(last)
+        finally:
+            self.progress.close()
         for worker in self.workers:
             worker.stop.remote()
         ray.get(self.loops)  # groups being generated finish and are buffered: the last checkpoint keeps them
@@ -247,7 +248,7 @@ class TrainingLoop:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.5)
-            self.loops[i] = self.workers[i].run.remote(self.buffer)
+            self.loops[i] = self.workers[i].run.remote(self.buffer, [self.problems_ref])
 
     def _weights(self):
         """A reference to rank 0's weights (every rank is asked: under FSDP2 they gather together)."""
@@ -260,6 +261,12 @@ class TrainingLoop:
             self._restart_dead_workers()
             result = ray.get(self.workers[0].evaluate.remote(self.held_out, self.trained_keys_ref))
         self.evaluations.append({"step": self.version, **result})
+        unseen = result.get("accuracy_unseen")
+        self.progress.note(
+            f"held-out evaluation at step {self.version}: accuracy {result['accuracy']:.3f} on {len(self.held_out)} problems"
+            + (f" (unseen {unseen:.3f})" if unseen is not None else "")
+            + f", mean tokens {result['mean_total_tokens']:.1f}"
+        )
         return result["accuracy"]
 
     def _checkpoint(self) -> Path:
