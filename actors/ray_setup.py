@@ -20,6 +20,7 @@ import sys
 
 LOOPBACK = "127.0.0.1"
 CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+USAGE_STATS_SWITCH = "RAY_USAGE_STATS_ENABLED"
 TASK_EVENTS_KEPT = 10_000
 
 
@@ -29,6 +30,8 @@ def keep_ray_on_loopback() -> None:
 
     os.environ[CLUSTER_SWITCH] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    # No usage report to Ray's servers from the local Ray either: loopback means loopback.
+    os.environ.setdefault(USAGE_STATS_SWITCH, "0")
 
 
 def start_ray(num_cpus: int, object_store_mb: int, dashboard: bool):

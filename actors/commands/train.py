@@ -5,7 +5,10 @@ joins the cluster it names (as under `ray job submit`). The whole config is vali
 before Ray starts. With --resume the run directory's own config.yaml is loaded (the
 overrides apply on top, e.g. a larger train.steps) and the loop goes on from the newest
 checkpoint in RUN_DIR/checkpoints: weights, optimizer, version, RNG, the data cursor and
-the buffered episodes, so no episode is lost or trained twice.
+the buffered episodes, so no episode is lost or trained twice. A relative run directory
+resolves against $TREADLE_RUNS when set; under `ray job submit --working-dir` without it,
+only an absolute run_dir is accepted (actors/run_location.py). The last lines name the
+run's files by absolute path.
 """
 from __future__ import annotations
 
@@ -33,11 +36,15 @@ def run(args: argparse.Namespace) -> int:
 
     from actors.driver import CONFIG_FILE, run_training
     from actors.errors import UsageError
+    from actors.run_location import RunLocationError, resolve_run_dir
     from configs.experiment import load_config, run_dir
     from learner.manifest import ManifestError
 
     if args.resume:
-        directory = Path(args.resume)
+        try:
+            directory = resolve_run_dir(Path(args.resume))
+        except RunLocationError as e:
+            raise UsageError(str(e).replace("run_dir:", "--resume:", 1)) from None
         if not (directory / CONFIG_FILE).is_file():
             raise UsageError(f"{directory / CONFIG_FILE}: missing; {directory} is not a treadle train run directory")
         overrides = [*args.arguments, f"run_dir={directory}"]
@@ -50,10 +57,15 @@ def run(args: argparse.Namespace) -> int:
         if not args.arguments or "=" in args.arguments[0]:
             raise UsageError("treadle train needs a CONFIG file first (or --resume RUN_DIR)")
         config = load_config(args.arguments[0], args.arguments[1:])
-        result = run_training(config, run_dir(config))
+        try:
+            directory = resolve_run_dir(run_dir(config))
+        except RunLocationError as e:
+            raise UsageError(str(e)) from None
+        result = run_training(config, directory)
     summary = {k: v for k, v in result.items() if k not in ("evaluations", "token_staleness")}
     print(json.dumps(summary))
-    print(f"report: {result['report']}; metrics: {result['metrics']}; ledger: {result['ledger']}; "
-          f"checkpoint: {result['checkpoint']}; final policy: {result['final']}")  # fmt: skip
+    print(f"run directory: {directory}")
+    for name in ("report", "metrics", "ledger", "checkpoint", "final"):
+        print(f"{name}: {Path(result[name]).resolve()}")
     return 0
 
