@@ -1,6 +1,7 @@
 """Building, saving and loading Llama-family policy models in Hugging Face format.
 
-A preset becomes a `transformers.LlamaConfig` sized to the tokenizer; a checkpoint
+A preset becomes a `transformers.LlamaConfig` (or a `Qwen3Config`, for a preset whose
+architecture is qwen3) sized to the tokenizer; a checkpoint
 directory holds the model (config.json + safetensors) and its tokenizer side by side, so
 `AutoModelForCausalLM.from_pretrained(dir)` and `AutoTokenizer.from_pretrained(dir)` load
 it offline. Loading any local Llama-family checkpoint works the same way.
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import PretrainedConfig, Qwen3Config, Qwen3ForCausalLM
 from transformers import PreTrainedTokenizerBase
 
 from learner.manifest import MANIFEST, ManifestError, verify_manifest
@@ -42,10 +44,42 @@ def llama_config(preset: str, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig
     )
 
 
+def qwen3_config(preset: str, tokenizer: PreTrainedTokenizerBase) -> Qwen3Config:
+    """Qwen3: per-head RMSNorm of q and k before RoPE, no attention bias, no sliding window."""
+    shape = PRESETS[preset]
+    return Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        head_dim=shape.head_dim or shape.hidden_size // shape.num_heads,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_position_embeddings,
+        tie_word_embeddings=shape.tie_word_embeddings,
+        rms_norm_eps=1e-6,
+        rope_theta=10_000.0,
+        attention_bias=False,
+        use_sliding_window=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def model_config(preset: str, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """The transformers config of a preset, by its architecture."""
+    if PRESETS[preset].architecture == "qwen3":
+        return qwen3_config(preset, tokenizer)
+    assert PRESETS[preset].architecture == "llama", PRESETS[preset].architecture
+    return llama_config(preset, tokenizer)
+
+
 def init_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A randomly initialised preset model; the same seed gives the same weights."""
     torch.manual_seed(config.init_seed)
-    model = LlamaForCausalLM(llama_config(config.preset, tokenizer))
+    settings = model_config(config.preset, tokenizer)
+    model = Qwen3ForCausalLM(settings) if isinstance(settings, Qwen3Config) else LlamaForCausalLM(settings)
     return model.to(DTYPES[config.dtype])
 
 

@@ -1,14 +1,19 @@
 """`treadle sft CONFIG [key=value ...] [--resume]`: the supervised stage.
 
 The model is `model.path` (a Hugging Face model directory, its tokenizer beside it) or,
-without one, a fresh preset with the Countdown tokenizer; `--resume` continues from the
-run's latest checkpoint instead. It trains on one of:
+without one, a fresh preset with the task's own tokenizer (countdown's, or wordmath's
+byte-level BPE with a chat template); `--resume` continues from the run's latest
+checkpoint instead. It trains on one of:
 - `sft.data_file`, a JSON lines or Parquet file of examples (`messages`, or `prompt` +
   `response`), tokenized with the model's tokenizer and masked so that only the
-  assistant's tokens are trained (reasoning/sft_data.py); a fresh preset cannot apply
-  a chat template, so without model.path only raw prompt+response examples work;
-- else the task's search traces, made when missing: the problems (RUN/data) and the
-  traces of the training problems (RUN/traces-<kind>.parquet).
+  assistant's tokens are trained (reasoning/sft_data.py); chat examples need a tokenizer
+  with a chat template (the countdown tokenizer has none: use model.path, or raw
+  prompt+response examples);
+- else, for a generator task with SFT examples of its own (wordmath), those examples,
+  made when missing: the problems and the examples of the training problems in RUN/data,
+  as `treadle data` writes them (RUN/data/sft.jsonl is then the data file);
+- else the task's search traces (countdown), made when missing: the problems (RUN/data)
+  and the traces of the training problems (RUN/traces-<kind>.parquet).
 Sequences longer than sft.seq_len are left out. It trains (learner/sft.py) with
 checkpoints in RUN/checkpoints and writes the final model to RUN/final, with the keys of
 the problems it was trained on (those of the data file's rows the task recognises).
@@ -51,22 +56,26 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and checkpoint is None:
         raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'}")
     task = make_task(config.task)
-    if config.sft.data_file:
-        _check_data_file(config, checkpoint)
-    elif not hasattr(task, "trace_rows"):
+    on_examples = bool(config.sft.data_file) or hasattr(task, "sft_rows")  # else the task's solver traces
+    if not on_examples and not hasattr(task, "trace_rows"):
         raise UsageError(
-            f"sft.data_file: without one, sft trains on the task's solver traces, and the {task.name} task has none"
-        )
+            f"sft.data_file: without one, sft trains on the task's own examples or solver traces, and the "
+            f"{task.name} task has neither"
+        )  # fmt: skip
+    fresh_tokenizer = _fresh_tokenizer(config, task, checkpoint)
+    if config.sft.data_file:
+        _check_data_file(config, task, fresh_tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
-    if config.sft.data_file:
-        model, tokenizer, state = _model(config, task, checkpoint)
-        sequences, trained_keys = _example_sequences(config, task, tokenizer)
+    if on_examples:
+        data_file = Path(config.sft.data_file) if config.sft.data_file else _generated_examples(task, out)
+        model, tokenizer, state = _model(config, checkpoint, fresh_tokenizer)
+        sequences, trained_keys = _example_sequences(config, task, tokenizer, data_file)
     else:
         problems = _training_problems(task, out)
         sequences, trained_keys = _trace_sequences(config, task, problems, out)
-        model, tokenizer, state = _model(config, task, checkpoint)
+        model, tokenizer, state = _model(config, checkpoint, fresh_tokenizer)
 
     from learner.checkpoint import save_checkpoint
     from learner.sft import train_sft
@@ -81,12 +90,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _training_problems(task, out: Path):
     """The generator task's training problems, written to RUN/data on the first run."""
-    from actors.commands.data import generate_files
+    from actors.commands.data import generate_files, problem_file
 
-    train = out / "data" / "train.parquet"
+    train = problem_file(task, out / "data", "train")
     if not train.is_file():
         generate_files(task, out / "data")
     return task.read_problems(train)
+
+
+def _generated_examples(task, out: Path) -> Path:
+    """The generator task's SFT examples of its training problems, written to RUN/data on the first run."""
+    from actors.commands.data import SFT_FILE, generate_files
+
+    path = out / "data" / SFT_FILE
+    if not path.is_file():
+        generate_files(task, out / "data")
+    return path
 
 
 def _trace_sequences(config, task, problems, out: Path):
@@ -108,26 +127,39 @@ def _trace_sequences(config, task, problems, out: Path):
     return sequences, problem_keys(set(table["problem"]), task)
 
 
-def _check_data_file(config, checkpoint: Path | None) -> None:
+def _check_data_file(config, task, fresh_tokenizer) -> None:
     from actors.errors import UsageError
 
     if not Path(config.sft.data_file).is_file():
         raise UsageError(f"sft.data_file: no such file: {config.sft.data_file}")
-    if checkpoint is None and not config.model.path and config.task.prompt_format == "chat":
+    if fresh_tokenizer is not None and config.task.prompt_format == "chat" and not fresh_tokenizer.chat_template:
         raise UsageError(
-            "model.path: training on sft.data_file with chat prompts needs a model directory with its "
-            "tokenizer's chat template (a fresh preset has the Countdown tokenizer); set model.path, "
-            "or task.prompt_format=raw"
+            "model.path: training on sft.data_file with chat prompts needs a tokenizer with a chat template, "
+            f"and the {task.name} task's own tokenizer (a fresh preset's) has none; set model.path to a model "
+            "directory with one, or task.prompt_format=raw"
         )
 
 
-def _example_sequences(config, task, tokenizer):
+def _fresh_tokenizer(config, task, checkpoint: Path | None):
+    """The task's own tokenizer when the run starts a fresh preset model, else None."""
+    from actors.errors import UsageError
+
+    if checkpoint is not None or config.model.path:
+        return None
+    if not hasattr(task, "new_tokenizer"):
+        raise UsageError(
+            f"model.path: the {task.name} task has no tokenizer of its own to start a fresh model; set model.path=DIR"
+        )
+    return task.new_tokenizer(config.tokenizer)
+
+
+def _example_sequences(config, task, tokenizer, data_file: Path):
     from actors.errors import UsageError
     from reasoning.sft_data import example_rows, problem_keys
     from reasoning.tasks.prompts import TaskError
 
     try:
-        rows, _ = example_rows(config.sft.data_file, tokenizer, task, task.prompts)
+        rows, _ = example_rows(data_file, tokenizer, task, task.prompts)
         kept = [row for row in rows if len(row["token_ids"]) <= config.sft.seq_len]
         keys = problem_keys((row["problem"] for row in kept), task)  # of the examples trained on
     except TaskError as e:
@@ -135,12 +167,14 @@ def _example_sequences(config, task, tokenizer):
     if len(kept) < len(rows):
         print(f"left out {len(rows) - len(kept)} examples longer than sft.seq_len")
     if not kept:
-        raise UsageError(f"sft.seq_len: no example of {config.sft.data_file} fits in {config.sft.seq_len} tokens")
-    print(f"training on {len(kept)} examples of {config.sft.data_file}")
+        raise UsageError(f"sft.seq_len: no example of {data_file} fits in {config.sft.seq_len} tokens")
+    print(f"training on {len(kept)} examples of {data_file}")
     return [(row["token_ids"], row["trainable"]) for row in kept], keys
 
 
-def _model(config, task, checkpoint: Path | None):
+def _model(config, checkpoint: Path | None, fresh_tokenizer):
+    """(model, tokenizer, trainer state): the checkpoint's, model.path's, or a fresh preset
+    with `fresh_tokenizer` (the task's own)."""
     from actors.errors import UsageError
     from learner.checkpoint import load_trainer_state
     from learner.models import CheckpointError, init_model, load_model
@@ -154,7 +188,4 @@ def _model(config, task, checkpoint: Path | None):
             return load_model(config.model.path, config.model.dtype), load_tokenizer(config.model.path), None
         except (CheckpointError, TokenizerError) as e:
             raise UsageError(f"model.path: {e}") from None
-    if not hasattr(task, "new_tokenizer"):
-        raise UsageError(f"model.path: the {task.name} task has no tokenizer of its own to start a fresh model; set model.path=DIR")
-    tokenizer = task.new_tokenizer(config.tokenizer)
-    return init_model(config.model, tokenizer), tokenizer, None
+    return init_model(config.model, fresh_tokenizer), fresh_tokenizer, None

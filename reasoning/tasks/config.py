@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 
 from configs.typed import bounds, one_of, require
 from reasoning.countdown.config import CountdownConfig
+from reasoning.wordmath.config import WordMathConfig
 
-TASK_NAMES = ("countdown", "math", "custom")
+TASK_NAMES = ("countdown", "math", "custom", "wordmath")
 
 
 @dataclass
@@ -21,7 +22,8 @@ class TaskConfig:
 
     name: str = field(default="countdown", metadata=one_of(*TASK_NAMES))
     """countdown (APR's arithmetic game), math (GSM8K / MATH-500 files, math-verify), or
-    custom (a data file plus a reward function named by import path)."""
+    custom (a data file plus a reward function named by import path), or wordmath (the
+    math task on generated word problems, reasoning/tasks/wordmath.py)."""
     train_file: str = ""
     """Problems `treadle train` samples from (.parquet or .jsonl); empty: countdown
     generates its own, the other tasks need one."""
@@ -48,6 +50,10 @@ class TaskConfig:
     countdown: CountdownConfig = field(default_factory=CountdownConfig)
     """countdown: how problems are generated (`treadle data countdown`, and `treadle train`
     without task files)."""
+    wordmath: WordMathConfig = field(default_factory=WordMathConfig)
+    """wordmath: how word problems are generated (`treadle data wordmath`, `treadle train`
+    without task files, `treadle sft` without sft.data_file) and the size of a fresh
+    model's tokenizer."""
 
     def validate(self) -> None:
         require(

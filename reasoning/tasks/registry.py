@@ -19,7 +19,8 @@ def _classes() -> dict[str, Any]:
     from reasoning.tasks.countdown import CountdownTask
     from reasoning.tasks.custom import CustomTask
     from reasoning.tasks.math import MathTask
+    from reasoning.tasks.wordmath import WordMathTask
 
-    classes = {"countdown": CountdownTask, "math": MathTask, "custom": CustomTask}
+    classes = {"countdown": CountdownTask, "math": MathTask, "custom": CustomTask, "wordmath": WordMathTask}
     assert tuple(classes) == TASK_NAMES
     return classes
