@@ -29,8 +29,8 @@ class TaskConfig:
     generates its own, the other tasks need one."""
     eval_file: str = ""
     """Held-out problems of `treadle train`'s evaluations (train keeps none of their keys);
-    empty: countdown's generated validation split; the other tasks then have none, and
-    train.eval_every must be 0."""
+    empty: a generator task's (countdown, wordmath) own validation split; math and custom
+    then have none, and train.eval_every must be 0."""
     prompt_format: str = field(default="raw", metadata=one_of("raw", "chat", "auto"))
     """raw: the problem text after the tokenizer's BOS (if it has one); chat: the
     tokenizer's chat template with the problem as the user's message and the
