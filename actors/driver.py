@@ -19,7 +19,8 @@ after the last (actors/run_checkpoint.py); `resume` goes on from such a checkpoi
 the buffered episodes it holds, and so does the driver itself when a learner dies (it
 rebuilds every actor from the newest checkpoint; the steps after it are undone and
 redone). A rollout worker that dies is restarted by Ray and caught up without going
-back. The final policy is saved to RUN/final.
+back. The final policy is saved to RUN/final (with `model.lora`, the merged model, its
+adapter in peft's format in RUN/final/adapter/; learner/lora.py).
 """
 from __future__ import annotations
 
@@ -93,13 +94,15 @@ class TrainingLoop:
         train, rl = config.train, config.rl
         self.version = state.version if state else 0
         self.held_out = inputs.held_out
-        self.log = RunLog(run_dir, resume_version=self.version if state else None)
+        self.log = RunLog(run_dir, resume_version=self.version if state else None, loggers=train.loggers)
         start_ray(train.num_cpus, train.object_store_mb, train.dashboard)
         batch_size = train.batch_groups * rl.group_size
-        self.buffer = BufferActor.options(name="treadle-buffer").remote(train.max_staleness, batch_size, rl.group_size)
+        self.buffer = BufferActor.options(name="treadle-buffer").remote(
+            train.max_staleness, batch_size, rl.group_size, rl.dynamic_sampling, rl.dynamic_sampling_max_batches
+        )
         # Every learner call goes to every rank (they step, gather and save in lockstep); rank 0 answers.
         learner_gpus = train.learner_gpus if rl.device == "cuda" else 0
-        self.learners = _start_learners(LearnerActor, inputs.policy, rl, train.num_learners, learner_gpus)
+        self.learners = _start_learners(LearnerActor, inputs.policy, rl, train.num_learners, learner_gpus, config.model.lora)
         if state is not None:
             ray.get([rank.load_state.remote(str(state.directory)) for rank in self.learners])
             ray.get(self.buffer.load_state.remote(state.buffer, _put_buffered_episodes(state)))
@@ -116,7 +119,7 @@ class TrainingLoop:
         ]  # fmt: skip
         if state is not None:
             ray.get([w.update_weights.remote(self._weights(), self.version) for w in self.workers])
-        self.dashboard = DashboardMetrics()
+        self.dashboard = DashboardMetrics(run_dir.name, start=self.log.last_metrics() if state else None)
         self.evaluations = list(state.loop["evaluations"]) if state else []
         loop_state = state.loop if state else {}
         self.clock = _Clock(loop_state.get("elapsed_s", 0.0), loop_state.get("learner_busy_s", 0.0))
@@ -153,7 +156,7 @@ class TrainingLoop:
         trained = [json_key(k) for k in self.inputs.trained_keys]
         final = ray.get([rank.save.remote(str(self.run_dir / "final"), trained) for rank in self.learners])[0]
         (self.run_dir / "eval.json").write_text(json.dumps(self.evaluations, indent=2) + "\n")
-        report = write_report(self.run_dir, self.evaluations, train.max_staleness)
+        report = write_report(self.run_dir, self.evaluations, train.max_staleness, train.mode)
         return {**last, "evaluations": self.evaluations, "final": final, "checkpoint": str(checkpoint),
                 "metrics": str(self.log.metrics_path), "ledger": str(self.log.ledger_path), "report": str(report)}  # fmt: skip
 
@@ -296,20 +299,28 @@ BATCH_WAIT_S = 1.0  # how long one wait for a batch lasts before the driver look
 MAX_RESTORES = 3  # returns to the last checkpoint after a dead learner, per `run_training` call
 
 # Learner figures copied into each step's metrics.
-STEP_STATS = ("loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "updates", "token_staleness", "tokens")
+STEP_STATS = (
+    "loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "updates", "token_staleness", "tokens",
+    "dual_clip_fraction", "truncated_fraction", "masked_fraction", "overlong_fraction",
+)  # fmt: skip
 
 
-def _start_learners(actor_class: Any, checkpoint: str, rl: Any, num_learners: int, num_gpus: float) -> list:
-    """The learner ranks; with more than one they rendezvous on a free port of 127.0.0.1."""
+def _start_learners(
+    actor_class: Any, checkpoint: str, rl: Any, num_learners: int, num_gpus: float, lora: Any = None
+) -> list:
+    """The learner ranks; with more than one they rendezvous on a free port of 127.0.0.1.
+    `lora` (model.lora) makes them train adapters on the frozen `checkpoint`."""
     import socket
 
     if num_learners == 1:
-        return [actor_class.options(name="treadle-learner", num_gpus=num_gpus).remote(checkpoint, rl)]
+        return [actor_class.options(name="treadle-learner", num_gpus=num_gpus).remote(checkpoint, rl, lora=lora)]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{s.getsockname()[1]}"
     learners = [
-        actor_class.options(name=f"treadle-learner-{rank}", num_gpus=num_gpus).remote(checkpoint, rl, rank, num_learners, address)
+        actor_class.options(name=f"treadle-learner-{rank}", num_gpus=num_gpus).remote(
+            checkpoint, rl, rank, num_learners, address, lora=lora
+        )
         for rank in range(num_learners)
     ]
     ray.get([rank.ready.remote() for rank in learners])

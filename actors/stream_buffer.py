@@ -29,6 +29,14 @@ learner step, k = `group_size` samples of one problem:
   capacity, and the ticket is closed (later `put`s on it are errors). Nothing is
   re-issued: the worker simply asks for a new ticket. `abort_worker` does this for every
   incomplete group of a worker that died.
+- **Dynamic sampling** (DAPO; `drop_uniform_groups`): a group whose k verified rewards
+  are all equal carries no signal under a group baseline, so when it completes it is
+  dropped whole with reason "zero_variance" (after the staleness check: a stale group
+  counts as stale). Its slots return to the capacity like any drop, so the workers
+  generate other groups and the learner's batch is made of groups with signal. With
+  `max_uniform_batches` > 0, `take_batch` raises once that many batches' worth of groups
+  (B / k each) were dropped so since the last batch handed out and none is ready: a task
+  the policy always or never solves would otherwise stall the run forever.
 - **Conservation**: admitted == consumed + dropped + in_flight + buffered, asserted after
   every operation.
 
@@ -44,6 +52,7 @@ from typing import Any, Hashable, Mapping
 
 STALE = "stale"
 RESUME = "resume"
+ZERO_VARIANCE = "zero_variance"
 
 
 class StreamBufferError(Exception):
@@ -104,17 +113,37 @@ class _Group:
     def max_lag(self, version: int) -> int:
         return max(version - e.meta.min_version for e in self.episodes.values())
 
+    @property
+    def uniform(self) -> bool:
+        """Complete, and every episode's reward equal to the first's."""
+        rewards = [e.meta.reward for e in self.episodes.values()]
+        return self.complete and all(r == rewards[0] for r in rewards)
+
 
 class StreamBuffer:
     """Admission control, hard staleness bound and whole-group hand-out (see module doc)."""
 
-    def __init__(self, *, max_staleness: int, batch_size: int, group_size: int, version: int = 0):
+    def __init__(
+        self,
+        *,
+        max_staleness: int,
+        batch_size: int,
+        group_size: int,
+        version: int = 0,
+        drop_uniform_groups: bool = False,
+        max_uniform_batches: int = 0,
+    ):
         if max_staleness < 0:
             raise StreamBufferError(f"max_staleness must be >= 0, got {max_staleness}")
         if group_size < 1 or batch_size < 1 or batch_size % group_size:
             raise StreamBufferError(
                 f"batch_size ({batch_size}) must be a positive multiple of group_size ({group_size})"
             )
+        if drop_uniform_groups and group_size < 2:
+            raise StreamBufferError("drop_uniform_groups needs group_size >= 2: every group of one is uniform")
+        self.drop_uniform_groups = drop_uniform_groups
+        self.max_uniform_groups = max_uniform_batches * (batch_size // group_size)
+        self._uniform_since_batch = 0  # groups dropped as zero_variance since the last batch handed out
         self.max_staleness = max_staleness
         self.batch_size = batch_size
         self.group_size = group_size
@@ -168,6 +197,7 @@ class StreamBuffer:
         group.episodes[meta.sample_index] = BufferedEpisode(ticket, meta, handle)
         if group.complete:
             self._drop_stale()
+            self._drop_uniform()
         self._check()
 
     def abort(self, ticket: Ticket, reason: str) -> None:
@@ -206,7 +236,14 @@ class StreamBuffer:
         self.set_version(learner_version)
         ready = [g for g in self._groups.values() if g.complete]
         if len(ready) * self.group_size < batch_size:
+            if self.max_uniform_groups and self._uniform_since_batch >= self.max_uniform_groups:
+                raise StreamBufferError(
+                    f"dynamic sampling dropped {self._uniform_since_batch} groups whose rewards were all equal since "
+                    f"the last batch, and no batch is ready: the policy solves every problem or none; use easier or "
+                    f"harder problems, or turn rl.dynamic_sampling off (or raise rl.dynamic_sampling_max_batches)"
+                )
             return None
+        self._uniform_since_batch = 0
         batch: list[BufferedEpisode] = []
         for group in ready[: batch_size // self.group_size]:
             del self._groups[group.ticket.ticket_id]
@@ -266,6 +303,14 @@ class StreamBuffer:
         for ticket_id, group in list(self._groups.items()):
             if group.complete and group.max_lag(self.version) > self.max_staleness:
                 self._drop_group(ticket_id, STALE)
+
+    def _drop_uniform(self) -> None:
+        if not self.drop_uniform_groups:
+            return
+        for ticket_id, group in list(self._groups.items()):
+            if group.uniform:
+                self._drop_group(ticket_id, ZERO_VARIANCE)
+                self._uniform_since_batch += 1
 
     # ---- checkpoint ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -345,4 +390,5 @@ class StreamBuffer:
                 group.episodes[meta.sample_index] = BufferedEpisode(ticket, meta, handles[(ticket.ticket_id, meta.sample_index)])
             self._groups[ticket.ticket_id] = group
         self._drop_stale()
+        self._drop_uniform()
         self._check()

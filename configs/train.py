@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from configs.typed import bounds, one_of
+from configs.typed import bounds, one_of, require
 
 
 @dataclass
@@ -55,3 +56,11 @@ class TrainConfig:
     """Object store size of that local Ray."""
     dashboard: bool = True
     """Start the Ray dashboard (on 127.0.0.1) with the local Ray."""
+    loggers: list[Literal["jsonl", "tensorboard", "wandb"]] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    """Where step metrics go (actors/run_log.py): jsonl (RUN/train_metrics.jsonl, always on:
+    the report and resume read it), tensorboard (RUN/tensorboard), wandb (Weights & Biases,
+    the optional extra treadle[wandb]; WANDB_MODE=offline keeps it on this machine)."""
+
+    def validate(self) -> None:
+        require("jsonl" in self.loggers, "loggers", f"must include jsonl (always on); got {self.loggers}")
+        require(len(set(self.loggers)) == len(self.loggers), "loggers", f"names a logger twice: {self.loggers}")

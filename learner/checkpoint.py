@@ -6,13 +6,15 @@ tokenizer files, loadable offline by AutoModelForCausalLM) plus `trainer_state.p
 sorted numbers + target, of the problems the model was trained on, which evaluation
 uses to tell seen from unseen problems), with a manifest of every file's size and SHA-256
 (learner/manifest.py) that `load_model` checks. It is written under a temporary name and
-renamed into place, so a crash never leaves a half-written checkpoint behind.
+renamed into place, so a crash never leaves a half-written checkpoint behind. A LoRA
+policy's directory also holds its adapter in peft's format, in adapter/ (learner/lora.py).
 """
 from __future__ import annotations
 
 import json
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,18 @@ def save_checkpoint(
     tokenizer: Any,
     trainer_state: dict[str, Any] | None,
     trained_keys: list | None,
+    extras: Callable[[Path], None] | None = None,
 ) -> Path:
+    """`extras`, if given, writes more files into the checkpoint being built (its argument)
+    before the manifest covers them, e.g. a LoRA policy's adapter/."""
     tmp = temporary_directory(directory)
     save_model(model, tokenizer, tmp)
     if trainer_state is not None:
         torch.save(trainer_state, tmp / TRAINER_STATE)
     if trained_keys is not None:
         (tmp / TRAINED_PROBLEMS).write_text(json.dumps(trained_keys))
+    if extras is not None:
+        extras(tmp)
     return commit_directory(tmp, directory)
 
 

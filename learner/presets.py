@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from configs.typed import bounds, one_of
+from learner.lora_config import LoRAConfig
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,6 @@ class ModelConfig:
     """Seed of the random initialisation of a preset."""
     dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16", "float16"))
     """Parameter dtype; float32 on CPU."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """Low-rank adapters (`treadle train`): rank 0 trains the whole policy; above 0 only
+    adapters are trained, synced and checkpointed (learner/lora.py)."""

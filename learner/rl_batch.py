@@ -9,7 +9,14 @@ dicts or an Arrow table. Grouping rules:
     group's rewards.
 With `parallel_bonus > 0` the ThreadWeaver bonus is added to each episode's reward
 before the estimator, so it rewards parallelism relative to the rest of the group; it
-reads each episode's `episode_total_tokens` and `episode_critical_path_tokens`.
+reads each episode's `episode_total_tokens` and `episode_critical_path_tokens`. With
+`overlong_buffer > 0` DAPO's overlong penalty is added the same way; an episode's length
+is its critical path (`episode_critical_path_tokens`): the longest chain of tokens
+generated one after another, which is the whole output of a sequential episode (DAPO's
+response length) and, for a thread tree, the length a reader waits for. Total tokens
+would also punish spawning threads, which the parallel bonus exists to reward.
+REINFORCE++ estimators are then normalised over the whole batch, each episode weighted
+by its trained tokens (learner/advantages.py `batch_normalize`).
 
 Alignment: position p of a thread predicts token p + 1. So at position p the batch
 holds label token_ids[p + 1], loss mask trainable[p + 1], the behaviour logprob and
@@ -27,7 +34,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from learner.advantages import ESTIMATORS, parallelization_bonus
+from learner.advantages import (
+    BATCH_NORMALIZED,
+    DEFAULT,
+    ESTIMATORS,
+    GroupConventions,
+    batch_normalize,
+    overlong_penalty,
+    parallelization_bonus,
+)
 from learner.packing import IGNORE, PackedBatch, pack
 
 
@@ -51,22 +66,46 @@ class MicroBatch:
 class RLBatch:
     micro_batches: list[MicroBatch]
     episode_ids: list[str]
-    rewards: np.ndarray  # float64 [episodes], as verified (without the bonus)
+    rewards: np.ndarray  # float64 [episodes], as verified (without the bonus or the overlong penalty)
     advantages: np.ndarray  # float64 [episodes]
+    overlong_penalty: np.ndarray | None = None  # float64 [episodes], <= 0; None when off
 
     @property
     def num_trained_tokens(self) -> int:
         return int(sum(mb.loss_mask.sum() for mb in self.micro_batches))
 
 
+@dataclass(frozen=True)
+class Overlong:
+    """DAPO's overlong reward shaping (see RLConfig.overlong_buffer); buffer 0 is off."""
+
+    max_tokens: int = 0
+    buffer: int = 0
+    factor: float = 1.0
+
+
 def episode_advantages(
-    rows: list[dict[str, Any]], estimator: str, parallel_bonus: float = 0.0
+    rows: list[dict[str, Any]],
+    estimator: str,
+    parallel_bonus: float = 0.0,
+    *,
+    conventions: GroupConventions = DEFAULT,
+    overlong: Overlong = Overlong(),
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(episode ids in first-seen order, their rewards, their advantages)."""
+    episode_ids, reward, advantage, _ = _episode_advantages(rows, estimator, parallel_bonus, conventions, overlong)
+    return episode_ids, reward, advantage
+
+
+def _episode_advantages(
+    rows: list[dict[str, Any]], estimator: str, parallel_bonus: float, conventions: GroupConventions, overlong: Overlong
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None]:
+    """(episode ids, rewards, advantages, overlong penalties or None)."""
     episode_ids: list[str] = []
     rewards: dict[str, float] = {}
     group_of: dict[str, str] = {}
     tokens: dict[str, tuple[Any, Any]] = {}
+    trained: dict[str, int] = {}
     for row in rows:
         eid, reward = row["episode_id"], row["reward"]
         if reward is None:
@@ -77,6 +116,7 @@ def episode_advantages(
             tokens[eid] = (row.get("episode_total_tokens"), row.get("episode_critical_path_tokens"))
         elif rewards[eid] != float(reward) or group_of[eid] != row["group_id"]:
             raise RLBatchError(f"episode {eid}: threads disagree on reward or group")
+        trained[eid] = trained.get(eid, 0) + int(sum(row["trainable"][1:]))  # position p trains token p + 1
     reward = np.array([rewards[e] for e in episode_ids], dtype=np.float64)
     shaped = reward.copy()
     if parallel_bonus > 0:
@@ -85,13 +125,23 @@ def episode_advantages(
             raise RLBatchError(f"parallel_bonus needs total and critical-path tokens; missing for {missing[:3]}")
         total, critical = zip(*(tokens[e] for e in episode_ids))
         shaped += parallelization_bonus(reward, total, critical, parallel_bonus)
+    penalty = None
+    if overlong.buffer > 0:
+        missing = [e for e in episode_ids if tokens[e][1] is None]
+        if missing:
+            raise RLBatchError(f"overlong_buffer needs critical-path tokens; missing for {missing[:3]}")
+        critical = [tokens[e][1] for e in episode_ids]
+        penalty = overlong_penalty(critical, overlong.max_tokens, overlong.buffer, overlong.factor)
+        shaped += penalty
     advantage = np.zeros_like(reward)
     groups: dict[str, list[int]] = {}
     for i, eid in enumerate(episode_ids):
         groups.setdefault(group_of[eid], []).append(i)
     for members in groups.values():
-        advantage[members] = ESTIMATORS[estimator](shaped[members])
-    return episode_ids, reward, advantage
+        advantage[members] = ESTIMATORS[estimator](shaped[members], conventions)
+    if estimator in BATCH_NORMALIZED:
+        advantage = batch_normalize(advantage, [trained[e] for e in episode_ids])
+    return episode_ids, reward, advantage, penalty
 
 
 def _thread_arrays(row: dict[str, Any], advantage: float) -> tuple[np.ndarray, ...]:
@@ -148,13 +198,16 @@ def build_batch(
     rows_per_micro_batch: int,
     parallel_bonus: float = 0.0,
     layout: str = "packed",
+    conventions: GroupConventions = DEFAULT,
+    overlong: Overlong = Overlong(),
 ) -> RLBatch:
     """Advantages per episode, broadcast to every trained token, packed into micro-batches
     (`layout`: see RLConfig.layout)."""
     if layout not in ("packed", "rows"):
         raise ValueError(f"layout {layout!r}: choose packed or rows")
     rows = rows.to_pylist() if isinstance(rows, pa.Table) else list(rows)
-    episode_ids, rewards, advantages = episode_advantages(rows, estimator, parallel_bonus)
+    shaped = _episode_advantages(rows, estimator, parallel_bonus, conventions, overlong)
+    episode_ids, rewards, advantages, penalty = shaped
     index_of = {eid: i for i, eid in enumerate(episode_ids)}
     # Packed: threads of one episode stay together so an episode rarely spans micro-batches.
     # Rows: threads of like length share a micro-batch, so rows carry little padding.
@@ -201,4 +254,4 @@ def build_batch(
         )
         assert ((micro_batches[-1].loss_mask > 0) == (packed.labels != IGNORE)).all()
         first += packed.num_sequences
-    return RLBatch(micro_batches, episode_ids, rewards, advantages)
+    return RLBatch(micro_batches, episode_ids, rewards, advantages, penalty)

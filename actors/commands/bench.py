@@ -15,6 +15,7 @@ BENCHMARKS = {
     "prune": ("benchmarks.prune", "cons@k against short-m@k, n-gram pruning and confidence stopping at the same k"),
     "async": ("benchmarks.async_rl", "the same RL run synchronous (max staleness 0) and asynchronous (2)"),
     "learner": ("benchmarks.learner", "chunked logprob head memory against full logits, and packed against padded steps"),
+    "lora": ("benchmarks.lora", "bytes per weight sync and learner step time, LoRA against full fine-tuning"),
 }
 
 

@@ -1,5 +1,6 @@
 """`treadle model init`: a randomly initialised preset model and its tokenizer, in HF format.
-`treadle model add-thread-tokens`: a pretrained model with the thread markup as single tokens."""
+`treadle model add-thread-tokens`: a pretrained model with the thread markup as single tokens.
+`treadle model merge-lora`: a LoRA adapter (peft format) merged into its base, in HF format."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="when the embedding must grow, round its rows up to a multiple of N (default 64)",
     )  # fmt: skip
     p.set_defaults(run=run_add_thread_tokens)
+    p = actions.add_parser(
+        "merge-lora",
+        help="merge a LoRA adapter into its base model and save a plain Hugging Face model",
+        description="Load the base model, apply a LoRA adapter in peft's format (adapter_config.json + "
+        "adapter_model.safetensors, as `treadle train` writes with model.lora.rank > 0: "
+        "RUN/checkpoints/step-N/policy/ and RUN/final/adapter/), merge W + B A * alpha / r into "
+        "every adapted matrix, and save the merged model with its tokenizer to --out (config.json, "
+        "model.safetensors, tokenizer files; loadable with AutoModelForCausalLM and by every "
+        "engine). The tokenizer and trained_problems.json come from the adapter directory when it "
+        "has them, else from the base. Example: treadle model merge-lora --adapter "
+        "runs/x/checkpoints/step-20/policy --out merged/step-20",
+    )
+    p.add_argument("--adapter", required=True, type=Path, metavar="DIR", help="the adapter directory (peft format)")
+    p.add_argument(
+        "--base", type=Path, metavar="DIR",
+        help="the base model the adapter was trained on (default: base_model_name_or_path of adapter_config.json)",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write the merged checkpoint")
+    p.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+        help="dtype of the saved weights (default auto: the base checkpoint's; the merge itself is fp32)",
+    )  # fmt: skip
+    p.set_defaults(run=run_merge_lora)
 
 
 def run_add_thread_tokens(args: argparse.Namespace) -> int:
@@ -65,6 +89,44 @@ def run_add_thread_tokens(args: argparse.Namespace) -> int:
         print(f"nothing to add: all {len(result.present)} thread tags are single tokens already")
     print(f"wrote {args.out}")
     return 0
+
+
+def run_merge_lora(args: argparse.Namespace) -> int:
+    import json
+
+    from actors.errors import UsageError
+    from learner.checkpoint import TRAINED_PROBLEMS, save_checkpoint
+    from learner.lora import adapter_base, merge_adapter
+    from learner.models import DTYPES, CheckpointError
+    from rollout.tokenizer import TokenizerError, load_tokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        base = args.base or adapter_base(args.adapter)
+        if not base:
+            raise UsageError(f"{args.adapter}: adapter_config.json names no base model; pass --base DIR")
+        base = Path(base)
+        merged = merge_adapter(args.adapter, base)
+        has_tokenizer = (args.adapter / "tokenizer_config.json").is_file()
+        tokenizer = load_tokenizer(args.adapter if has_tokenizer else base)
+    except (CheckpointError, TokenizerError) as e:
+        raise UsageError(str(e)) from None
+    dtype = _saved_dtype(base) if args.dtype == "auto" else args.dtype
+    trained = [d / TRAINED_PROBLEMS for d in (args.adapter, base) if (d / TRAINED_PROBLEMS).is_file()]
+    keys = json.loads(trained[0].read_text()) if trained else None
+    save_checkpoint(args.out, merged.to(DTYPES[dtype]), tokenizer, None, keys)
+    print(f"merged {args.adapter} into {base}; wrote {args.out} ({dtype})")
+    return 0
+
+
+def _saved_dtype(base: Path) -> str:
+    """The dtype a base checkpoint's config.json records, where treadle can save it; else float32."""
+    import json
+
+    config = json.loads((base / "config.json").read_text())
+    dtype = config.get("dtype") or config.get("torch_dtype")
+    return dtype if dtype in ("float32", "bfloat16", "float16") else "float32"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -222,10 +222,12 @@ def test_state_dict_round_trip_through_json():
 class BufferMachine(RuleBasedStateMachine):
     """Random admit/put/abort/take/version/checkpoint; no episode handed out twice or stale."""
 
+    drop_uniform = False  # the dynamic-sampling variant below turns it on
+
     def __init__(self):
         super().__init__()
         self.eta, self.k = 1, 2
-        self.buf = StreamBuffer(max_staleness=self.eta, batch_size=4, group_size=self.k)
+        self.buf = self.new_buffer()
         self.open: dict[int, tuple] = {}  # ticket_id -> (ticket, set of indices put)
         self.consumed: set[str] = set()
 
@@ -235,14 +237,20 @@ class BufferMachine(RuleBasedStateMachine):
             if (t := self.buf.try_admit("w")) is not None:
                 self.open[t.ticket_id] = (t, set())
 
-    @rule(pick=st.integers(0, 100), lag=st.integers(0, 2), whole=st.integers(0, 2))
-    def put(self, pick, lag, whole):
+    def new_buffer(self):
+        return StreamBuffer(
+            max_staleness=self.eta, batch_size=4, group_size=self.k, drop_uniform_groups=self.drop_uniform
+        )
+
+    @rule(pick=st.integers(0, 100), lag=st.integers(0, 2), whole=st.integers(0, 2), bits=st.integers(0, 3))
+    def put(self, pick, lag, whole, bits):
         if not self.open:
             return
         t, done = list(self.open.values())[pick % len(self.open)]
         for index in sorted(set(range(self.k)) - done)[: None if whole else 1]:
             min_version = max(0, self.buf.version - lag)
-            self.buf.put(t, f"{t.ticket_id}.{index}", meta(t, index, min_version, self.buf.version))
+            reward = float((bits >> index) & 1)  # bits 0 or 3: a uniform group
+            self.buf.put(t, f"{t.ticket_id}.{index}", meta(t, index, min_version, self.buf.version, reward=reward))
             done.add(index)
         if len(done) == self.k:
             del self.open[t.ticket_id]  # now buffered or dropped stale; the worker is done
@@ -262,6 +270,8 @@ class BufferMachine(RuleBasedStateMachine):
             assert e.handle not in self.consumed
             assert version - e.meta.min_version <= self.eta
             self.consumed.add(e.handle)
+        if self.drop_uniform and batch:  # groups of k = 2, one after the other
+            assert all(a.meta.reward != b.meta.reward for a, b in zip(batch[::2], batch[1::2]))
 
     @rule(dice=st.integers(0, 5))
     def checkpoint_and_resume(self, dice):
@@ -269,7 +279,7 @@ class BufferMachine(RuleBasedStateMachine):
             return
         state = json.loads(json.dumps(self.buf.state_dict()))
         handles = {key: f"{key[0]}.{key[1]}" for key in StreamBuffer.restore_keys(state)}
-        self.buf = StreamBuffer(max_staleness=self.eta, batch_size=4, group_size=self.k)
+        self.buf = self.new_buffer()
         self.buf.load_state_dict(state, handles)
         self.open.clear()  # workers restart: their tickets are closed
 
@@ -284,6 +294,17 @@ class BufferMachine(RuleBasedStateMachine):
 
 BufferMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestBufferMachine = BufferMachine.TestCase
+
+
+class UniformDropMachine(BufferMachine):
+    """The same random operations with dynamic sampling on: conservation holds, and every
+    group handed out has unequal rewards."""
+
+    drop_uniform = True
+
+
+UniformDropMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
+TestUniformDropMachine = UniformDropMachine.TestCase
 
 
 def test_a_dead_workers_incomplete_groups_are_dropped_and_its_complete_ones_kept():
@@ -301,3 +322,72 @@ def test_a_dead_workers_incomplete_groups_are_dropped_and_its_complete_ones_kept
         with pytest.raises(StreamBufferError, match="closed"):
             buf.put(ticket, "late", meta(ticket, 1))
     buf.put(other, "o0", meta(other, 0))
+
+
+# ---- dynamic sampling (DAPO) -----------------------------------------------------------
+def put_rewards(buf, ticket, rewards, min_version=0):
+    for i, r in enumerate(rewards):
+        buf.put(ticket, f"h{ticket.ticket_id}.{i}", meta(ticket, i, min_version, reward=r))
+
+
+def test_a_group_with_equal_rewards_is_dropped_and_its_slots_return():
+    # B=4, k=2, eta=0: capacity 4 = 2 groups. All-correct (1, 1) and all-wrong (0, 0) go as
+    # zero_variance; (1, 0) stays. The 4 dropped slots let 2 more groups in.
+    buf = StreamBuffer(max_staleness=0, batch_size=4, group_size=2, drop_uniform_groups=True)
+    right, wrong = admit_all(buf)
+    put_rewards(buf, right, [1.0, 1.0])
+    put_rewards(buf, wrong, [0.0, 0.0])
+    m = buf.metrics()
+    assert m["dropped_by_reason"] == {"zero_variance": 4} and m["buffered"] == 0 and conserved(m)
+    mixed, partial = admit_all(buf)
+    put_rewards(buf, mixed, [1.0, 0.0])
+    put_rewards(buf, partial, [0.5, 0.5])  # equal partial credit: no signal either
+    assert buf.take_batch(0) is None  # only one group with signal: not yet a batch
+    third = admit_all(buf)
+    assert len(third) == 1
+    put_rewards(buf, third[0], [0.0, 0.5])
+    assert [e.meta.reward for e in buf.take_batch(0)] == [1.0, 0.0, 0.0, 0.5]
+    m = buf.metrics()
+    assert m["dropped_by_reason"] == {"zero_variance": 6} and m["consumed"] == 4 and conserved(m)
+
+
+def test_without_dynamic_sampling_equal_rewards_are_trained():
+    buf = StreamBuffer(max_staleness=0, batch_size=2, group_size=2)
+    (t,) = admit_all(buf)
+    put_rewards(buf, t, [1.0, 1.0])
+    assert len(buf.take_batch(0)) == 2 and buf.metrics()["dropped"] == 0
+
+
+def test_a_stale_uniform_group_counts_as_stale():
+    buf = StreamBuffer(max_staleness=0, batch_size=2, group_size=2, drop_uniform_groups=True)
+    (t,) = admit_all(buf)
+    buf.set_version(1)
+    put_rewards(buf, t, [0.0, 0.0], min_version=0)  # lag 1 > eta 0 and uniform
+    assert buf.metrics()["dropped_by_reason"] == {"stale": 2}
+
+
+def test_an_incomplete_group_is_not_judged():
+    buf = StreamBuffer(max_staleness=0, batch_size=2, group_size=2, drop_uniform_groups=True)
+    (t,) = admit_all(buf)
+    buf.put(t, "a", meta(t, 0, reward=1.0))
+    assert buf.metrics()["dropped"] == 0 and buf.metrics()["buffered"] == 1
+
+
+def test_too_many_uniform_groups_since_the_last_batch_stop_the_run():
+    # B=2, k=2: one group a batch; max_uniform_batches=2 -> the error after 2 dropped groups.
+    buf = StreamBuffer(max_staleness=3, batch_size=2, group_size=2, drop_uniform_groups=True, max_uniform_batches=2)
+    a, b, c, d = admit_all(buf)
+    put_rewards(buf, a, [1.0, 0.0])
+    put_rewards(buf, b, [1.0, 1.0])
+    assert len(buf.take_batch(0)) == 2  # a batch was ready: the count starts again after it
+    put_rewards(buf, c, [1.0, 1.0])
+    assert buf.take_batch(0) is None  # 1 dropped since the last batch: wait
+    put_rewards(buf, d, [0.0, 0.0])
+    with pytest.raises(StreamBufferError, match="dynamic sampling dropped 2 groups"):
+        buf.take_batch(0)
+    assert conserved(buf.metrics())
+
+
+def test_dynamic_sampling_needs_groups_of_two():
+    with pytest.raises(StreamBufferError, match="group_size >= 2"):
+        StreamBuffer(max_staleness=0, batch_size=2, group_size=1, drop_uniform_groups=True)

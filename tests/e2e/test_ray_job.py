@@ -118,7 +118,7 @@ def test_job_submit_runs_training_and_serves_metrics(head_node, tmp_path):
     assert (run_dir / "final" / "model.safetensors").is_file()
     assert len((run_dir / "train_metrics.jsonl").read_text().splitlines()) == 6
     expected = {
-        "ray_treadle_learner_version", "ray_treadle_buffer_admitted", "ray_treadle_buffer_dropped",
+        "ray_treadle_learner_version", "ray_treadle_buffer_admitted_total", "ray_treadle_buffer_dropped_total",
         "ray_treadle_buffer_depth", "ray_treadle_max_token_staleness", "ray_treadle_token_staleness_bucket",
         "ray_treadle_rollout_tokens_per_second", "ray_treadle_rollout_idle_ratio", "ray_treadle_learner_idle_ratio",
         "ray_treadle_learner_step_seconds", "ray_treadle_weight_sync_seconds", "ray_treadle_reward",
