@@ -92,6 +92,7 @@ class RolloutActor:
         import torch
 
         from actors.rollout_core import RolloutCore
+        from learner.lora_merge import AdapterMerger
         from reasoning.controllers.limits import ThreadLimits
         from reasoning.tasks import make_task
         from rollout import SamplingParams, make_engine
@@ -109,9 +110,10 @@ class RolloutActor:
         sampling = SamplingParams(max_tokens=train.max_new_tokens, temperature=train.temperature)
         limits = ThreadLimits(**{**vars(config.threads), "max_thread_tokens": train.max_new_tokens})
         self.task = make_task(config.task)
+        adapters = AdapterMerger.from_checkpoint(checkpoint) if config.model.lora.enabled else None
         self.core = RolloutCore(
             engine, tokenizer, self.task, mode=train.mode, group_size=config.rl.group_size, sampling=sampling,
-            limits=limits,
+            limits=limits, adapters=adapters,
         )  # fmt: skip
         self.running = False
         self.groups_done = 0
@@ -310,7 +312,7 @@ class LearnerActor:
 
         from learner.models import load_model
 
-        weights = self.learner.weights()
+        weights = self.learner.merged_weights() if self.learner.lora is not None else self.learner.weights()
         if weights is None:
             return None
         model = load_model(self.checkpoint).float()

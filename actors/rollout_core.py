@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from actors.stream_buffer import EpisodeMeta
+from learner.lora_merge import AdapterMerger, is_adapter_update
 from reasoning.controllers.factory import THREAD_MODES, make_controller
 from reasoning.controllers.limits import ThreadLimits
 from reasoning.episode import INSERTED_VERSION, Episode
@@ -65,7 +66,10 @@ class RolloutCore:
         group_size: int,
         sampling: SamplingParams,
         limits: ThreadLimits,
+        adapters: AdapterMerger | None = None,
     ):
+        """`adapters`: a LoRA run's merger (learner/lora_merge.py), which turns the adapter
+        updates the learner publishes into the merged matrices the engine loads."""
         if mode not in MODES:
             raise ValueError(f"rollout mode {mode!r}: choose one of {', '.join(MODES)}")
         self.engine = engine
@@ -75,6 +79,7 @@ class RolloutCore:
         self.group_size = group_size
         self.sampling = sampling
         self.limits = limits
+        self.adapters = adapters
         self._controller(sampling)  # the task and protocol check the tokenizer now, not mid-run
 
     async def generate(self, problems: Sequence[Any], ticket_id: int, admitted_version: int) -> Group:
@@ -108,6 +113,10 @@ class RolloutCore:
         return result
 
     async def load_weights(self, named_arrays: Mapping[str, np.ndarray], version: int) -> None:
+        if is_adapter_update(named_arrays):
+            if self.adapters is None:
+                raise ValueError("an adapter update reached a worker without a LoRA merger (model.lora.rank is 0 here)")
+            named_arrays = await asyncio.to_thread(self.adapters.merge, named_arrays)
         await self.engine.update_weights(named_arrays, version)
 
     def _controller(self, sampling: SamplingParams):

@@ -12,14 +12,13 @@ same weights: full fine-tuning, then LoRA of `--rank` (alpha = 2 x rank, the
 - step_s: median wall time of `--steps` learner steps after one warm-up step (forward,
   backward, AdamW; one micro-batch of `--rows` rows);
 - sync_bytes: bytes of `learner.weights()`, what one weight sync puts into Ray's object
-  store and every engine copies in (LoRA: the touched matrices, merged, fp32);
-- sync_s: median time of `learner.weights()` plus a paged engine's `update_weights` of
-  the result (the learner's and the engine's parts of a sync, without Ray between);
+  store (LoRA: the adapters, which each worker merges into its base);
+- sync_s: median time of `learner.weights()` plus, for LoRA, the worker's merge
+  (learner/lora_merge.py), plus a paged engine's `update_weights` of the result (the
+  learner's and the worker's parts of a sync, without Ray between);
 - trainable_params, and optimizer_state_bytes (AdamW's two moments, fp32).
 
-For LoRA also adapter_bytes: the adapters alone in fp32, what an adapter-only sync would
-move (each engine would then merge them itself). Ratios are LoRA / full. The last line
-printed is one JSON object with every figure.
+Ratios are LoRA / full. The last line printed is one JSON object with every figure.
 """
 from __future__ import annotations
 
@@ -59,6 +58,7 @@ def measure(args: argparse.Namespace, lora_rank: int) -> dict:
     import asyncio
 
     from learner.lora_config import LoRAConfig
+    from learner.lora_merge import AdapterMerger
     from learner.models import init_model
     from learner.presets import ModelConfig
     from learner.rl_config import RLConfig
@@ -73,6 +73,8 @@ def measure(args: argparse.Namespace, lora_rank: int) -> dict:
     lora = LoRAConfig(rank=lora_rank, alpha=2.0 * lora_rank, target_modules=list(args.target_modules))
     seq_len = PROMPT_TOKENS + args.tokens
     config = RLConfig(estimator="grpo", lr=1e-4, seq_len=seq_len, rows=args.rows, grad_clip=1.0)
+    # A LoRA run's workers merge the adapters into the base they loaded (learner/lora_merge.py).
+    merger = AdapterMerger.from_checkpoint(model) if lora_rank else None
     learner = RLLearner(model, config, lora=lora if lora_rank else None)
     rows = to_table(episode_rows(args.episodes, args.tokens, len(tokenizer)))
     learner.step(rows)  # warm-up
@@ -85,7 +87,7 @@ def measure(args: argparse.Namespace, lora_rank: int) -> dict:
     for version in range(1, args.steps + 1):
         start = time.perf_counter()
         weights = learner.weights()
-        asyncio.run(engine.update_weights(weights, version))
+        asyncio.run(engine.update_weights(merger.merge(weights) if merger else weights, version))
         sync_times.append(time.perf_counter() - start)
     engine.close()
     trainable = sum(p.numel() for p in learner.model.parameters() if p.requires_grad)
@@ -97,10 +99,6 @@ def measure(args: argparse.Namespace, lora_rank: int) -> dict:
         "trainable_params": trainable,
         "optimizer_state_bytes": 2 * 4 * trainable,
     }
-    if lora_rank:
-        from learner.lora import adapter_bytes
-
-        figures["adapter_bytes"] = adapter_bytes(learner.model)
     return figures
 
 
@@ -117,7 +115,6 @@ def run(args: argparse.Namespace) -> dict:
         **{f"lora_{k}": v for k, v in lora.items()},
     }  # fmt: skip
     figures["sync_bytes_ratio"] = round(lora["sync_bytes"] / full["sync_bytes"], 4)
-    figures["adapter_bytes_ratio"] = round(lora["adapter_bytes"] / full["sync_bytes"], 4)
     figures["sync_time_ratio"] = round(lora["sync_s"] / full["sync_s"], 3)
     figures["step_time_ratio"] = round(lora["step_s"] / full["step_s"], 3)
     return figures
@@ -140,7 +137,6 @@ def table(f: dict) -> str:
     rows += [
         f"  LoRA / full: step {f['step_time_ratio']:.3f}, sync bytes {f['sync_bytes_ratio']:.4f}, "
         f"sync time {f['sync_time_ratio']:.3f}",
-        f"  adapters alone: {f['lora_adapter_bytes'] / mib:.2f} MiB ({f['adapter_bytes_ratio']:.4f} of a full sync)",
     ]
     return "\n".join(rows)
 

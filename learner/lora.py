@@ -7,22 +7,14 @@ each targeted `nn.Linear` replaced by a LoRA layer), so the full and chunked log
 heads reach `model.model` and `model.lm_head` as before; the optimizer and the
 data-parallel all-reduce see only parameters with `requires_grad` (the adapters).
 
-Weight sync: the engines receive the merged weights W + B A * alpha / r of the touched
-matrices by their Hugging Face names (model.layers.0.self_attn.q_proj.weight, ...), in
-fp32, as a partial update that every backend's `update_weights` takes unchanged (the
-paged and hf engines copy any subset of their parameters; vLLM reloads the named
-layers). Every other parameter is frozen, so the engine's copy of it, loaded from the
-same base checkpoint, stays right, also after a worker restarts. A touched matrix brings
-the rest of its fused group (q/k/v, gate/up) along, unchanged ones included: vLLM's
-layer-wise reload cannot load part of a fused layer.
-Why merged and not the adapters alone, measured by `treadle bench lora` (`small` preset,
-rank 8, one CPU thread): with adapters on all seven linear layers the merged matrices are
-97% of a full sync's bytes (only the embedding and norms stay home) and a sync (merge,
-then the paged engine's copy) takes about 1.2x a full one; with q_proj and v_proj only,
-15% of the bytes and 0.63x the time. The adapters alone would be 3.3% of the bytes, but
-every engine would have to keep the base matrices and merge on arrival, a change to each
-backend's update path (or vLLM's LoRA serving); merged matrices need nothing of the
-engines. An adapter transport is the step to take when syncs cross a network.
+Weight sync: the adapters travel (`adapter_weights`: A and alpha/r-scaled B of every
+adapted module, fp32) and each rollout worker merges them into the base matrices it
+loaded (learner/lora_merge.py), so the engines get merged matrices as a partial update
+that every backend's `update_weights` takes unchanged. Measured by `treadle bench lora`
+(`small` preset, rank 8, adapters on all seven linear layers): the merged matrices are
+97% of a full sync's bytes (only the embedding and norms stay home), the adapters 3.3%.
+`merged_weights` computes the same merged matrices on the learner's side (the
+bench's and the tests' reference).
 
 Checkpoints: adapters are written in peft's format (adapter_config.json +
 adapter_model.safetensors, base_model_name_or_path = the base checkpoint, with the
@@ -47,14 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from learner import lora_merge
 from learner.lora_config import LoRAConfig
 from learner.models import CheckpointError
 
 ADAPTER = "default"  # peft's name of the one adapter
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_SUBDIR = "adapter"  # a LoRA run's final policy (a merged model) keeps its adapter here
-# Matrices an engine may store as one (the paged engine and vLLM fuse q/k/v and gate/up).
-FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
 
@@ -91,16 +82,23 @@ def lora_layers(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def synced_modules(model: torch.nn.Module) -> list[str]:
-    """Names of the linear modules a weight sync carries: every module with an adapter and
+    """Names of the linear modules a merged sync carries: every module with an adapter and
     the other members of its fused groups, in module order."""
-    touched = set(lora_layers(model))
-    wanted = set(touched)
-    for name in touched:
-        parent, leaf = name.rsplit(".", 1)
-        for group in FUSED_GROUPS:
-            if leaf in group:
-                wanted.update(f"{parent}.{member}" for member in group)
+    wanted = set(lora_merge.synced_modules(list(lora_layers(model))))
     return [name for name, _ in model.named_modules() if name in wanted]
+
+
+def adapter_weights(model: torch.nn.Module, gather: Gather = lambda t: t) -> dict[str, np.ndarray]:
+    """What a LoRA weight sync sends (learner/lora_merge.py): fp32 A and alpha/r-scaled B of
+    every adapted module, named `<module>.lora_A.weight` / `<module>.lora_B.weight`
+    (a collective under FSDP2: every rank calls this, in the same module order)."""
+    arrays = {}
+    for name, layer in lora_layers(model).items():
+        a = gather(layer.lora_A[ADAPTER].weight.detach()).float()
+        b = gather(layer.lora_B[ADAPTER].weight.detach()).float() * layer.scaling[ADAPTER]
+        arrays[name + lora_merge.LORA_A] = a.cpu().numpy()
+        arrays[name + lora_merge.LORA_B] = b.cpu().numpy()
+    return arrays
 
 
 def merged_weights(model: torch.nn.Module, gather: Gather = lambda t: t) -> dict[str, np.ndarray]:

@@ -35,7 +35,6 @@ learning-rate schedules.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -44,10 +43,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from learner.fused_logprob import logprob_and_entropy
+from learner.label_logprobs import label_logprobs
 from learner.lora_config import LoRAConfig
 from learner.optim import build_optimizers
-from learner.packing import IGNORE, attention_mask
 from learner.data_parallel import (
     all_reduce_gradients,
     all_reduce_sum,
@@ -63,53 +61,6 @@ from learner.policy_loss import policy_terms
 from learner.ppo_loss import normalization_weights
 from learner.rl_batch import MicroBatch, Overlong, RLBatch, build_batch
 from learner.rl_config import RLConfig
-
-
-def label_logprobs(
-    model: torch.nn.Module, batch: MicroBatch, head: str = "full", autocast_dtype: torch.dtype | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p(label | prefix), entropy of p) at every position, each [rows, seq_len] fp32;
-    the logprob is 0 where there is no label, the entropy 0 on padding.
-
-    `head` "full" takes the model's logits; "chunked" / "triton" run the decoder without
-    its head and compute both from the last hidden states and the head's weight in chunks
-    (learner/fused_logprob.py), never holding [tokens, vocab] logits. The forward runs
-    only over the columns some row uses: packed rows are filled from the left, so
-    trailing all-padding columns (a short last micro-batch) cost nothing.
-
-    `autocast_dtype` (bf16 on a GPU) runs the model's forward under autocast to it; the
-    log-softmax and entropy are computed in fp32 after it either way.
-    """
-    device = next(model.parameters()).device
-    packed = batch.packed
-    rows, seq_len = packed.input_ids.shape
-    width = int((packed.segment_ids > 0).any(axis=0).nonzero()[0].max(initial=-1)) + 1
-    inputs = {
-        "input_ids": torch.from_numpy(packed.input_ids[:, :width]).to(device),
-        "position_ids": torch.from_numpy(packed.position_ids[:, :width]).to(device),
-        # One thread per row, from column 0: causal attention (the model's default) is exact.
-        "attention_mask": None if packed.one_per_row else attention_mask(packed.segment_ids[:, :width]).to(device),
-    }
-    labels = torch.from_numpy(packed.labels[:, :width]).to(device)
-    forward = contextlib.nullcontext() if autocast_dtype is None else torch.autocast(device.type, autocast_dtype)
-    if head == "full":
-        with forward:
-            logits = model(**inputs).logits
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        entropy = -(logp.exp() * logp).sum(-1)
-        gathered = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        logprobs = torch.where(labels != IGNORE, gathered, torch.zeros_like(gathered))
-    else:
-        with forward:
-            hidden = model.model(**inputs).last_hidden_state
-        flat_logprobs, flat_entropy = logprob_and_entropy(
-            hidden.reshape(-1, hidden.shape[-1]), model.lm_head.weight, labels.reshape(-1),
-            backend="torch" if head == "chunked" else "triton",
-        )  # fmt: skip
-        logprobs, entropy = flat_logprobs.view(rows, width), flat_entropy.view(rows, width)
-    entropy = torch.where(torch.from_numpy(packed.segment_ids[:, :width] > 0).to(device), entropy, 0.0)
-    pad = (0, seq_len - width)
-    return torch.nn.functional.pad(logprobs, pad), torch.nn.functional.pad(entropy, pad)
 
 
 # What each update adds up (over ranks): loss terms weighted by token weights, mismatch
@@ -354,17 +305,27 @@ class RLLearner:
             "overlong_penalty": 0.0 if batch.overlong_penalty is None else float(batch.overlong_penalty.mean()),
         }
 
+    def merged_weights(self) -> dict[str, np.ndarray] | None:
+        """LoRA only: the adapted matrices with the adapters merged in (W + B A), fp32 by
+        HF name, on rank 0 (None elsewhere; a collective under FSDP2): what a merged
+        checkpoint of the policy holds beyond the frozen base."""
+        from learner.lora import merged_weights
+
+        assert self.lora is not None, "merged_weights is for LoRA learners"
+        arrays = merged_weights(self.model, full_tensor)
+        return arrays if self.rank == 0 else None
+
     def weights(self) -> dict[str, np.ndarray] | None:
         """fp32 numpy copies by Hugging Face parameter name, on rank 0 (None elsewhere; under
         FSDP2 every rank must call it, it gathers the shards); a tied head appears once, as
         model.embed_tokens.weight (engines accept any subset of their names). With LoRA only
-        the touched matrices, adapters merged in (learner/lora.py `merged_weights`)."""
+        the adapters, which each rollout worker merges into its base (learner/lora_merge.py)."""
         if self.rank != 0 and not self.sharded:
             return None
         if self.lora is not None:
-            from learner.lora import merged_weights
+            from learner.lora import adapter_weights
 
-            arrays = merged_weights(self.model, full_tensor)
+            arrays = adapter_weights(self.model, full_tensor)
             return arrays if self.rank == 0 else None
         arrays = {
             name: full_tensor(p.detach()).to("cpu", torch.float32).numpy().copy()

@@ -17,7 +17,7 @@ import torch
 from learner.models import init_model
 from learner.presets import ModelConfig
 from learner.rl_batch import build_batch
-from learner.rl_step import label_logprobs
+from learner.label_logprobs import label_logprobs
 from reasoning.countdown.tokenizer import build_tokenizer
 from rollout import EngineConfig, SamplingParams, make_engine
 

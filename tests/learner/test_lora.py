@@ -12,13 +12,15 @@ import torch
 
 from actors.cli import main as treadle
 from configs.typed import ConfigError, build
-from learner.lora import merged_weights, save_adapter, trainable_state
+from learner.lora import adapter_bytes, merged_weights, save_adapter, trainable_state
+from learner.lora_merge import AdapterMerger
 from learner.lora_config import LINEAR_MODULES, LoRAConfig
 from learner.models import init_model, load_model, save_model
 from learner.presets import ModelConfig
 from learner.rl_batch import build_batch
 from learner.rl_config import RLConfig
-from learner.rl_step import RLLearner, label_logprobs
+from learner.label_logprobs import label_logprobs
+from learner.rl_step import RLLearner
 from reasoning.countdown.tokenizer import build_tokenizer
 from reasoning.episode_table import to_table
 from rollout import EngineConfig, SamplingParams, make_engine
@@ -74,40 +76,48 @@ def test_a_step_trains_the_adapters_and_leaves_the_base_alone(tokenizer):
     assert all(bool(b.abs().sum() > 0) for b in b_matrices)  # every B moved off its zero start
 
 
-def test_weights_are_the_touched_matrices_merged_in_fp32(tokenizer):
+def test_weights_are_the_adapters_and_a_worker_merges_them_into_its_base(tokenizer):
     model = tiny(tokenizer)
-    full_bytes = sum(p.numel() * 4 for p in model.parameters())
+    merger = AdapterMerger.from_checkpoint(model)  # what a rollout worker loads: the base checkpoint
     learner = RLLearner(model, CONFIG, lora=LoRAConfig(rank=4, alpha=8.0))
     randomize_adapters(learner)
     weights = learner.weights()
-    expected = {f"model.layers.{i}.{kind}.{m}.weight" for i in range(LAYERS) for kind, modules in
-                (("self_attn", LINEAR_MODULES[:4]), ("mlp", LINEAR_MODULES[4:])) for m in modules}  # fmt: skip
-    assert set(weights) == expected
+    modules = [f"model.layers.{i}.{kind}.{m}" for i in range(LAYERS) for kind, names in
+               (("self_attn", LINEAR_MODULES[:4]), ("mlp", LINEAR_MODULES[4:])) for m in names]  # fmt: skip
+    assert set(weights) == {m + suffix for m in modules for suffix in (".lora_A.weight", ".lora_B.weight")}
+    assert all(a.dtype == np.float32 for a in weights.values())
+    # What travels: the adapters alone (rank 4: A [4, in] and B [out, 4] per matrix).
+    assert sum(a.nbytes for a in weights.values()) == adapter_bytes(learner.model)
+    merged = merger.merge(weights)
     reference = peft_merged(learner)
-    for name, array in weights.items():
-        assert array.dtype == np.float32 and array.shape == tuple(reference[name].shape)
+    assert set(merged) == {m + ".weight" for m in modules}
+    for name, array in merged.items():
+        assert array.dtype == np.float32
         torch.testing.assert_close(torch.from_numpy(array), reference[name], rtol=0, atol=1e-6)
-    # tiny: 4 layers of 7 matrices = 786,432 of the model's 1,049,728 parameters (the embedding and norms stay home).
-    assert sum(a.nbytes for a in weights.values()) == 786_432 * 4 < full_bytes
+    # tiny: the merged matrices are 786,432 of the model's 1,049,728 parameters; the adapters a fraction.
+    assert sum(a.nbytes for a in merged.values()) == 786_432 * 4 > 10 * adapter_bytes(learner.model)
 
 
-def test_a_target_subset_syncs_whole_fused_groups(tokenizer):
+def test_a_target_subset_merges_whole_fused_groups(tokenizer):
     model = tiny(tokenizer)
     base = {name: t.clone() for name, t in model.state_dict().items()}
+    merger = AdapterMerger.from_checkpoint(model)
     learner = RLLearner(model, CONFIG, lora=LoRAConfig(rank=2, target_modules=["q_proj", "v_proj"]))
     randomize_adapters(learner)
-    weights = learner.weights()
+    merged = merger.merge(learner.weights())
     # k_proj has no adapter but shares the fused q/k/v matrix: it comes along unchanged (vLLM reloads whole layers).
-    assert set(weights) == {f"model.layers.{i}.self_attn.{m}_proj.weight" for i in range(LAYERS) for m in "qkv"}
+    assert set(merged) == {f"model.layers.{i}.self_attn.{m}_proj.weight" for i in range(LAYERS) for m in "qkv"}
     q, k = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"
-    np.testing.assert_array_equal(weights[k], base[k])
-    assert not np.array_equal(weights[q], base[q])
+    np.testing.assert_array_equal(merged[k], base[k])
+    assert not np.array_equal(merged[q], base[q])
+    assert set(merger.merge(learner.weights())) == set(merged)  # from the base again: no drift across syncs
 
 
 @pytest.mark.parametrize("backend", ["paged", "hf"])
 def test_a_partial_update_lands_in_the_engine(tokenizer, backend):
     model = tiny(tokenizer)
     engine = make_engine(backend, copy.deepcopy(model), tokenizer, EngineConfig(backend=backend, num_kv_blocks=64))
+    merger = AdapterMerger.from_checkpoint(model)
     learner = RLLearner(model, CONFIG, lora=LoRAConfig(rank=4))
     randomize_adapters(learner)
     merged = copy.deepcopy(learner.peft).merge_and_unload()
@@ -115,7 +125,7 @@ def test_a_partial_update_lands_in_the_engine(tokenizer, backend):
     prompts = random_prompts([5, 9, 13], seed=3, vocab_size=1000)
     try:
         before = gather(engine, prompts, GREEDY)
-        asyncio_run(engine.update_weights(learner.weights(), version=1))
+        asyncio_run(engine.update_weights(merger.merge(learner.weights()), version=1))
         after = gather(engine, prompts, GREEDY)
         expected = gather(reference, prompts, GREEDY)
     finally:
@@ -239,11 +249,10 @@ def test_bench_lora_prints_both_learners_figures_as_json(capsys, keep_torch_thre
 
     assert main(["--json", "--steps", "1", "--episodes", "4", "--tokens", "16", "--rows", "4"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    # small preset, per layer: q, o 384 x 384; k, v 128 x 384; gate, up, down 1024 x 384 -> 1,572,864
-    # parameters in the 7 matrices; 8 layers, fp32.
-    assert figures["lora_sync_bytes"] == 8 * 1_572_864 * 4 < figures["full_sync_bytes"]
-    # rank 8 adapters: r x (in + out) per matrix: 2 x 8 x 768 + 2 x 8 x 512 + 3 x 8 x 1408 = 54,272 per layer.
-    assert figures["lora_trainable_params"] == 8 * 54_272 and figures["lora_adapter_bytes"] == 8 * 54_272 * 4
+    # small preset, rank 8 adapters: r x (in + out) per matrix, q, o 384 x 384; k, v 128 x 384; gate, up,
+    # down 1024 x 384 -> 2 x 8 x 768 + 2 x 8 x 512 + 3 x 8 x 1408 = 54,272 per layer; 8 layers; the sync
+    # moves exactly them, in fp32.
+    assert figures["lora_trainable_params"] == 8 * 54_272 and figures["lora_sync_bytes"] == 8 * 54_272 * 4
     assert figures["full_trainable_params"] * 4 == figures["full_sync_bytes"]  # everything, the tied head once
     assert figures["sync_bytes_ratio"] == round(figures["lora_sync_bytes"] / figures["full_sync_bytes"], 4)
     assert figures["step_time_ratio"] == round(figures["lora_step_s"] / figures["full_step_s"], 3)

@@ -14,7 +14,8 @@ from configs.typed import ConfigError, build
 from learner.distributed import LearnerDeviceError, learner_device, process_group_backend
 from learner.rl_batch import build_batch
 from learner.rl_config import RLConfig
-from learner.rl_step import RLLearner, label_logprobs
+from learner.label_logprobs import label_logprobs
+from learner.rl_step import RLLearner
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
 
