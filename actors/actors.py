@@ -93,6 +93,7 @@ class RolloutActor:
 
         from actors.rollout_core import RolloutCore
         from learner.lora_merge import AdapterMerger
+        from rollout.checkpoint import read_state_dict
         from reasoning.controllers.limits import ThreadLimits
         from reasoning.tasks import make_task
         from rollout import SamplingParams, make_engine
@@ -110,7 +111,7 @@ class RolloutActor:
         sampling = SamplingParams(max_tokens=train.max_new_tokens, temperature=train.temperature)
         limits = ThreadLimits(**{**vars(config.threads), "max_thread_tokens": train.max_new_tokens})
         self.task = make_task(config.task)
-        adapters = AdapterMerger.from_checkpoint(checkpoint) if config.model.lora.enabled else None
+        adapters = AdapterMerger.from_state(read_state_dict(checkpoint)) if config.model.lora.enabled else None
         self.core = RolloutCore(
             engine, tokenizer, self.task, mode=train.mode, group_size=config.rl.group_size, sampling=sampling,
             limits=limits, adapters=adapters,

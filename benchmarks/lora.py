@@ -74,7 +74,7 @@ def measure(args: argparse.Namespace, lora_rank: int) -> dict:
     seq_len = PROMPT_TOKENS + args.tokens
     config = RLConfig(estimator="grpo", lr=1e-4, seq_len=seq_len, rows=args.rows, grad_clip=1.0)
     # A LoRA run's workers merge the adapters into the base they loaded (learner/lora_merge.py).
-    merger = AdapterMerger.from_checkpoint(model) if lora_rank else None
+    merger = AdapterMerger.from_state(model.state_dict()) if lora_rank else None
     learner = RLLearner(model, config, lora=lora if lora_rank else None)
     rows = to_table(episode_rows(args.episodes, args.tokens, len(tokenizer)))
     learner.step(rows)  # warm-up

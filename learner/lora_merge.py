@@ -53,17 +53,12 @@ class AdapterMerger:
         self.base = {name: tensor.detach() for name, tensor in base.items()}
 
     @classmethod
-    def from_checkpoint(cls, source) -> "AdapterMerger":
-        """The linear matrices of a checkpoint directory or model (the base of a LoRA run)."""
-        from rollout.checkpoint import read_state_dict
-
+    def from_state(cls, state: Mapping[str, torch.Tensor]) -> "AdapterMerger":
+        """The linear matrices of a base model's state (HF names): what a worker loads from
+        the checkpoint its LoRA run started from. The base is frozen for the whole run, so
+        tensors shared with a live model stay right."""
         linear = {m for group in FUSED_GROUPS for m in group} | {"o_proj", "down_proj"}
-        matrices = {
-            name: tensor.clone() if isinstance(source, torch.nn.Module) else tensor  # a model's own tensors may change
-            for name, tensor in read_state_dict(source).items()
-            if name.endswith(".weight") and name.rsplit(".", 2)[-2] in linear
-        }  # fmt: skip
-        return cls(matrices)
+        return cls({name: t for name, t in state.items() if name.endswith(".weight") and name.rsplit(".", 2)[-2] in linear})
 
     def merge(self, adapters: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """fp32 merged matrices W + B A by HF name, for the touched modules and their fused groups."""

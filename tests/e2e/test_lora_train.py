@@ -203,6 +203,7 @@ def test_two_lora_learners_equal_one(ray_session, tmp_path, mode):
     from configs.typed import build
     from learner.lora_config import LoRAConfig
     from learner.lora_merge import AdapterMerger
+    from rollout.checkpoint import read_state_dict
     from learner.rl_config import RLConfig
     from learner.rl_step import RLLearner
     from reasoning.episode_table import to_table
@@ -230,7 +231,7 @@ def test_two_lora_learners_equal_one(ray_session, tmp_path, mode):
     assert ray.get([learner.load_state.remote(str(tmp_path)) for learner in learners]) == [1, 1]
     ray.get([learner.save.remote(str(tmp_path / "final"), [[1, 2]]) for learner in learners])
     final = load_model(tmp_path / "final").state_dict()
-    merged = AdapterMerger.from_checkpoint(REPO / BASE).merge(weights[0])  # what the workers load
+    merged = AdapterMerger.from_state(read_state_dict(REPO / BASE)).merge(weights[0])  # what the workers load
     np.testing.assert_allclose(final["model.layers.0.mlp.down_proj.weight"].numpy(),
                                merged["model.layers.0.mlp.down_proj.weight"], atol=1e-6)  # fmt: skip
     assert json.loads((tmp_path / "final" / "adapter" / "trained_problems.json").read_text()) == [[1, 2]]

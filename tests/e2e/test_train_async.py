@@ -42,8 +42,9 @@ def test_the_benchmark_reports_both_runs(bench):
     assert figures["speedup"] == pytest.approx(figures["async_samples_per_s"] / figures["sync_samples_per_s"], rel=1e-2)
     # What perfect overlap could give, from the synchronous run's own step times.
     g, l = figures["sync_generation_s_per_step"], figures["sync_learner_s_per_step"]
-    assert g > 0 and l > 0 and figures["ideal_speedup"] == pytest.approx((g + l) / max(g, l), abs=2e-3)
-    assert figures["overlap_efficiency"] == pytest.approx(figures["speedup"] / figures["ideal_speedup"], abs=2e-3)
+    # (g and l are printed rounded to milliseconds; the ratio is of the unrounded means)
+    assert g > 0 and l > 0 and figures["ideal_speedup"] == pytest.approx((g + l) / max(g, l), rel=2e-2)
+    assert figures["overlap_efficiency"] == pytest.approx(figures["speedup"] / figures["ideal_speedup"], rel=2e-3)
     assert 0 <= figures["max_token_staleness"] <= 1
 
 

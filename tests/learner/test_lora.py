@@ -15,31 +15,20 @@ from configs.typed import ConfigError, build
 from learner.lora import adapter_bytes, merged_weights, save_adapter, trainable_state
 from learner.lora_merge import AdapterMerger
 from learner.lora_config import LINEAR_MODULES, LoRAConfig
-from learner.models import init_model, load_model, save_model
+from learner.models import load_model, save_model
 from learner.presets import ModelConfig
 from learner.rl_batch import build_batch
 from learner.rl_config import RLConfig
 from learner.label_logprobs import label_logprobs
 from learner.rl_step import RLLearner
-from reasoning.countdown.tokenizer import build_tokenizer
 from reasoning.episode_table import to_table
 from rollout import EngineConfig, SamplingParams, make_engine
-from tests.learner.test_rl_step import mean_trained_logprob, self_sampled_rows
+from tests.learner.test_rl_step import mean_trained_logprob, self_sampled_rows, tiny, tokenizer  # noqa: F401 (a fixture)
 from tests.rollout.helpers import gather, random_prompts
 
 GREEDY = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
 CONFIG = RLConfig(estimator="dr_grpo", lr=1e-2, seq_len=32, rows=1, grad_clip=0.0)
 LAYERS = 4  # the tiny preset
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
-
-
-def tiny(tokenizer, seed=0):
-    torch.set_num_threads(1)
-    return init_model(ModelConfig(preset="tiny", init_seed=seed), tokenizer)
 
 
 def randomize_adapters(learner: RLLearner, seed: int = 0, scale: float = 0.3) -> None:
@@ -78,7 +67,7 @@ def test_a_step_trains_the_adapters_and_leaves_the_base_alone(tokenizer):
 
 def test_weights_are_the_adapters_and_a_worker_merges_them_into_its_base(tokenizer):
     model = tiny(tokenizer)
-    merger = AdapterMerger.from_checkpoint(model)  # what a rollout worker loads: the base checkpoint
+    merger = AdapterMerger.from_state(model.state_dict())  # what a rollout worker loads: the base checkpoint
     learner = RLLearner(model, CONFIG, lora=LoRAConfig(rank=4, alpha=8.0))
     randomize_adapters(learner)
     weights = learner.weights()
@@ -101,7 +90,7 @@ def test_weights_are_the_adapters_and_a_worker_merges_them_into_its_base(tokeniz
 def test_a_target_subset_merges_whole_fused_groups(tokenizer):
     model = tiny(tokenizer)
     base = {name: t.clone() for name, t in model.state_dict().items()}
-    merger = AdapterMerger.from_checkpoint(model)
+    merger = AdapterMerger.from_state(model.state_dict())
     learner = RLLearner(model, CONFIG, lora=LoRAConfig(rank=2, target_modules=["q_proj", "v_proj"]))
     randomize_adapters(learner)
     merged = merger.merge(learner.weights())
@@ -117,7 +106,7 @@ def test_a_target_subset_merges_whole_fused_groups(tokenizer):
 def test_a_partial_update_lands_in_the_engine(tokenizer, backend):
     model = tiny(tokenizer)
     engine = make_engine(backend, copy.deepcopy(model), tokenizer, EngineConfig(backend=backend, num_kv_blocks=64))
-    merger = AdapterMerger.from_checkpoint(model)
+    merger = AdapterMerger.from_state(model.state_dict())
     learner = RLLearner(model, CONFIG, lora=LoRAConfig(rank=4))
     randomize_adapters(learner)
     merged = copy.deepcopy(learner.peft).merge_and_unload()
