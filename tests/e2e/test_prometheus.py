@@ -94,20 +94,21 @@ def check_grafana_fields(board: dict) -> None:
 
 
 def poll_panels(base: str, board: dict, run: str, train: subprocess.Popen, train_log: Path) -> dict[str, list[dict]]:
-    """Evaluate every panel query every 2 s while `train` runs (and once after), until each
-    returned data; {query: its first non-empty result}. Fails on the panels left without."""
+    """Evaluate every panel query every 2 s while `train` runs and for up to 20 s after (Ray
+    exports its metrics every few seconds, and a rate needs two scrapes of the last values),
+    until each returned data; {query: its first non-empty result}. Fails on the panels left
+    without."""
     pending = {expr: title for title, expr in panel_queries(board)}
     answers: dict[str, list[dict]] = {}
     deadline = time.monotonic() + 420
     while pending and time.monotonic() < deadline:
-        ended = train.poll() is not None
+        if train.poll() is not None:
+            deadline = min(deadline, time.monotonic() + 20)
         for expr in list(pending):
             result = query(base, fill_variables(expr, run))
             if result:
                 answers[expr] = result
                 del pending[expr]
-        if ended:
-            break
         time.sleep(2)
     assert train.wait(timeout=max(deadline - time.monotonic(), 1)) == 0, train_log.read_text()[-4000:]
     assert not pending, f"panels without data: {sorted(set(pending.values()))}\n{train_log.read_text()[-2000:]}"
