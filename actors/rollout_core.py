@@ -80,7 +80,8 @@ class RolloutCore:
         self.sampling = sampling
         self.limits = limits
         self.adapters = adapters
-        self._controller(sampling)  # the task and protocol check the tokenizer now, not mid-run
+        task.check(tokenizer)  # once, here: the controllers made per episode skip it
+        self._controller(sampling)  # the protocol checks its tags now, not mid-run
 
     async def generate(self, problems: Sequence[Any], ticket_id: int, admitted_version: int) -> Group:
         """The group of ticket `ticket_id`, ready for the buffer."""
@@ -120,7 +121,7 @@ class RolloutCore:
         await self.engine.update_weights(named_arrays, version)
 
     def _controller(self, sampling: SamplingParams):
-        return make_controller(self.mode, self.engine, self.tokenizer, self.task, sampling, self.limits)
+        return make_controller(self.mode, self.engine, self.tokenizer, self.task, sampling, self.limits, check_task=False)
 
     async def _episode(self, problem: Any, group_id: str, index: int) -> Episode:
         episode_id = f"{group_id}/{index}"

@@ -37,10 +37,14 @@ def make_controller(
     sampling: SamplingParams,
     limits: ThreadLimits | None = None,
     multipath: MultiPathConfig | None = None,
+    check_task: bool = True,
 ) -> Controller:
     """The controller of `mode`; raises ValueError for an unknown mode and the task's
-    TaskError (or the protocol's ThreadTokenError) when the tokenizer cannot serve it."""
-    task.check(tokenizer)
+    TaskError (or the protocol's ThreadTokenError) when the tokenizer cannot serve it.
+    `check_task=False` skips the task's check (a caller that builds a controller per
+    episode has made it once: for a custom task it imports the reward function)."""
+    if check_task:
+        task.check(tokenizer)
     limits = limits or ThreadLimits()
     if mode == "sequential":
         from reasoning.controllers.sequential import SequentialController
