@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-MODES = ("sequential", "apr", "parallel", "vote", "short-m@k", "prune", "confidence")  # reasoning.controllers.factory.MODES
+MODES = ("sequential", "apr", "parallel", "vote", "short-m@k", "prune", "confidence")
+"""reasoning.controllers.factory.MODES, spelled out so the CLI starts without importing it (a test keeps them equal)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -153,3 +153,11 @@ def test_verify_streams_stdin_to_stdout():
 def test_verify_missing_input_file(tmp_path):
     result = treadle("verify", "countdown", "--in", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o.jsonl"))
     assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_eval_offers_exactly_the_controller_factorys_modes():
+    # The CLI spells them out so that `treadle --help` does not import the reasoning stack.
+    from actors.commands.eval_cmd import MODES
+    from reasoning.controllers.factory import MODES as FACTORY_MODES
+
+    assert MODES == FACTORY_MODES
