@@ -2,6 +2,10 @@
 
     treadle bench learner [--json]        (or: python -m benchmarks.learner [--json])
 
+This page is the CPU bench (the default, `--device cpu`); `--device cuda` runs
+benchmarks/learner_cuda.py instead (packed SFT steps with FlexAttention against causal
+rows, peak memory, the logprob head's speed), with its own default sizes.
+
 Memory: forward and backward of the logprob/entropy head alone (learner/fused_logprob.py)
 at `--tokens` 4096, `--vocab` 32000, `--hidden` 256 in fp32, for the chunked path
 (`--chunk-size` 1024) and the naive one (full [N, V] logits, plain autograd). Each path
@@ -21,12 +25,12 @@ Goal: memory_ratio = chunked / naive <= 0.25.
 Packing: forward and backward (label logprob loss, as the RL learner computes it) of the
 `tiny` preset on an APR-like mix: episodes of one parent thread of 150-400 tokens and
 2-6 child threads of 20-80, `--sequences` threads in all, random token ids. Packed:
-learner/packing.py's `pack` into micro-batches of `--rows` rows of `--seq-len` with its
-block-diagonal mask. Padded: the same threads in the same micro-batches, each
-micro-batch right-padded to its longest thread with a padding mask. So both run the same
-sequences and number of forward passes and differ only in layout (the bench checks that
-their summed logprobs agree). tokens/s counts real tokens; best of `--repeats`
-interleaved runs. Goal: packing_speedup >= 1.5.
+learner/packing.py's `pack` into micro-batches of `--rows` rows of `--seq-len` with the
+dense block-diagonal mask (the CPU layout, learner/packed_attention.py). Padded: the same
+threads in the same micro-batches, each micro-batch right-padded to its longest thread
+with a padding mask. So both run the same sequences and number of forward passes and
+differ only in layout (the bench checks that their summed logprobs agree). tokens/s
+counts real tokens; best of `--repeats` interleaved runs. Goal: packing_speedup >= 1.5.
 
 Threads: `--threads` (default 1, as a learner actor has num_cpus=1). The last line
 printed is one JSON object with every figure.
@@ -48,6 +52,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PARENT_LENGTHS, CHILD_LENGTHS, CHILDREN_PER_PARENT = (150, 400), (20, 80), (2, 6)
 WARMUP_TOKENS = 8
+DEFAULT_SIZES = {"cpu": (4, 512), "cuda": (16, 4096)}  # (--rows, --seq-len)
 # glibc: every allocation above 64 KiB is its own mapping, unmapped when freed (no dynamic
 # threshold), so resident memory follows live tensors instead of freed heap the allocator keeps.
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
@@ -137,7 +142,8 @@ def micro_batches(threads: list[list[int]], seq_len: int, rows: int) -> tuple[li
     import numpy as np
     import torch
 
-    from learner.packing import IGNORE, attention_mask, pack
+    from learner.attention_masks import dense_mask, segment_mask_mod
+    from learner.packing import IGNORE, pack
 
     packed, padded, rest = [], [], [(ids, [True] * len(ids)) for ids in threads]
     while rest:
@@ -147,7 +153,7 @@ def micro_batches(threads: list[list[int]], seq_len: int, rows: int) -> tuple[li
         packed.append({
             "input_ids": torch.from_numpy(batch.input_ids),
             "position_ids": torch.from_numpy(batch.position_ids),
-            "attention_mask": attention_mask(batch.segment_ids),
+            "attention_mask": dense_mask(segment_mask_mod(torch.from_numpy(batch.segment_ids)), rows, seq_len),
             "labels": torch.from_numpy(batch.labels),
         })
         longest = max(len(ids) for ids, _ in group)
@@ -262,16 +268,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=256, help="hidden size of the memory comparison (default 256)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="tokens per chunk of the chunked path (default 1024)")
     parser.add_argument("--sequences", type=int, default=64, help="threads of the packing comparison (default 64)")
-    parser.add_argument("--seq-len", type=int, default=512, help="packed row length (default 512)")
-    parser.add_argument("--rows", type=int, default=4, help="packed rows per micro-batch (default 4)")
+    parser.add_argument("--seq-len", type=int, default=None, help="packed row length (default 512; cuda 4096)")
+    parser.add_argument("--rows", type=int, default=None, help="packed rows per micro-batch (default 4; cuda 16)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per layout (best is reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: benchmarks/learner_cuda.py")
+    parser.add_argument("--preset", default="apr-228m", help="cuda: model preset (default apr-228m)")
+    parser.add_argument("--steps", type=int, default=5, help="cuda: timed SFT steps per layout (default 5)")
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true",
+        help="cuda: recompute each decoder layer in the backward (treadle sft does not; default off)",
+    )  # fmt: skip
+
+
+def resolve_sizes(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the device's default --rows and --seq-len where not given."""
+    rows, seq_len = DEFAULT_SIZES[args.device]
+    args.rows = rows if args.rows is None else args.rows
+    args.seq_len = seq_len if args.seq_len is None else args.seq_len
+    return args
 
 
 def report(args: argparse.Namespace) -> int:
-    figures = run(args)
+    args = resolve_sizes(args)
+    if args.device == "cuda":
+        from benchmarks import learner_cuda
+
+        figures, text = learner_cuda.run(args), learner_cuda.table
+    else:
+        figures, text = run(args), table
     if not args.json:
-        print(table(figures))
+        print(text(figures))
     print(json.dumps(figures))
     return 0
 

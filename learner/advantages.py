@@ -103,17 +103,22 @@ def batch_normalize(advantages: Sequence[float], num_tokens: Sequence[int]) -> n
 
 
 def parallelization_bonus(
-    rewards: Sequence[float], total_tokens: Sequence[int], critical_path_tokens: Sequence[int], weight: float
+    rewards: Sequence[float],
+    total_tokens: Sequence[int],
+    critical_path_tokens: Sequence[int],
+    weight: float,
+    cap: float = 1.0,
 ) -> np.ndarray:
-    """ThreadWeaver-style shaping: correct episodes earn `weight * (1 - critical/total)`.
+    """ThreadWeaver-style shaping: correct episodes earn `weight * min(1 - critical/total, cap)`.
 
     The ratio is 0 for a sequential episode and approaches 1 as more of the work runs in
     parallel; incorrect episodes earn nothing, so parallelism is never rewarded for itself.
+    The cap bounds what splitting into ever more threads can earn.
     """
     r = np.asarray(rewards, dtype=np.float64)
     total = np.maximum(np.asarray(total_tokens, dtype=np.float64), 1.0)
     ratio = 1.0 - np.asarray(critical_path_tokens, dtype=np.float64) / total
-    return np.where(r > 0, weight * np.clip(ratio, 0.0, 1.0), 0.0)
+    return np.where(r > 0, weight * np.clip(ratio, 0.0, cap), 0.0)
 
 
 def overlong_penalty(lengths: Sequence[int], max_tokens: int, buffer: int, factor: float = 1.0) -> np.ndarray:

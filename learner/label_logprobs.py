@@ -3,7 +3,9 @@
 One function, `label_logprobs`, used by the RL step (learner/rl_step.py), the
 trainer-engine parity tests and the LoRA tests: the model's full logits, or the chunked
 torch / Triton head over the last hidden states (learner/fused_logprob.py), with the
-math in fp32 whatever the forward's autocast dtype.
+math in fp32 whatever the forward's autocast dtype. Packed rows attend in the layout of
+the model's device (learner/packed_attention.py: a FlexAttention block mask on CUDA, a
+dense mask on CPU; rows of one sequence each need no mask).
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import contextlib
 import torch
 
 from learner.fused_logprob import logprob_and_entropy
-from learner.packing import IGNORE, attention_mask
+from learner.packed_attention import forward_inputs
+from learner.packing import IGNORE
 from learner.rl_batch import MicroBatch
 
 
@@ -35,12 +38,7 @@ def label_logprobs(
     packed = batch.packed
     rows, seq_len = packed.input_ids.shape
     width = int((packed.segment_ids > 0).any(axis=0).nonzero()[0].max(initial=-1)) + 1
-    inputs = {
-        "input_ids": torch.from_numpy(packed.input_ids[:, :width]).to(device),
-        "position_ids": torch.from_numpy(packed.position_ids[:, :width]).to(device),
-        # One thread per row, from column 0: causal attention (the model's default) is exact.
-        "attention_mask": None if packed.one_per_row else attention_mask(packed.segment_ids[:, :width]).to(device),
-    }
+    inputs = forward_inputs(model, packed, device, width)
     labels = torch.from_numpy(packed.labels[:, :width]).to(device)
     forward = contextlib.nullcontext() if autocast_dtype is None else torch.autocast(device.type, autocast_dtype)
     if head == "full":

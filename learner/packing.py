@@ -1,11 +1,12 @@
 """Packing variable-length sequences into fixed-size rows, with no attention across them.
 
 Rows of `seq_len` tokens are filled first-fit with whole sequences, in the order given;
-each sequence keeps its own positions (0, 1, ...) and a segment id, and the attention
-mask built from segment ids is block-diagonal and causal, so a packed forward pass equals
-running every sequence alone (tests/learner/test_packing.py). Labels follow the usual
-shift: position p is trained to predict token p + 1 when that token is trainable.
-Plain numpy; torch only for the mask.
+each sequence keeps its own positions (0, 1, ...) and a segment id, and attention built
+from segment ids is block-diagonal and causal (learner/attention_masks.py; the layout per
+device, a dense mask or a FlexAttention block mask, is learner/packed_attention.py's), so a
+packed forward pass equals running every sequence alone (tests/learner/test_packing.py).
+Labels follow the usual shift: position p is trained to predict token p + 1 when that
+token is trainable. Plain numpy, no torch.
 """
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ IGNORE = -100
 class PackedBatch:
     input_ids: np.ndarray  # [rows, seq_len] int64, 0 where padding
     position_ids: np.ndarray  # [rows, seq_len] int64
-    segment_ids: np.ndarray  # [rows, seq_len] int32; 0 = padding, 1.. = sequence within the row
+    segment_ids: np.ndarray  # [rows, seq_len] int32; 0 = padding, 1.. = sequence (or tree) within the row
     labels: np.ndarray  # [rows, seq_len] int64; IGNORE where nothing is trained
-    num_sequences: int
+    num_sequences: int  # the units packed: sequences, or prefix trees (learner/prefix_tree.py)
     one_per_row: bool = False
     """Each row holds at most one sequence, from column 0: a plain causal mask is the
     block-diagonal one, so attention needs no mask (and skips the masked half)."""
+    attend_end: np.ndarray | None = None
+    """[rows, seq_len] int64 or None: key slot kv is visible to query slots kv ..
+    attend_end[kv] - 1 (a prefix-shared thread tree's rule, learner/prefix_tree.py);
+    None: each sequence sees itself, causally (from segment_ids)."""
 
     @property
     def num_tokens(self) -> int:
@@ -69,17 +74,3 @@ def pack(
         fill[row] = end
         taken += 1
     return PackedBatch(input_ids, position_ids, segment_ids, labels, taken, one_per_row)
-
-
-def attention_mask(segment_ids):
-    """Block-diagonal causal mask [rows, 1, L, L] (True = may attend) from segment ids."""
-    import torch
-
-    segments = torch.as_tensor(segment_ids)
-    length = segments.shape[-1]
-    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, :, None] > 0)
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    mask = same & causal
-    # Padding rows attend to themselves only, so softmax never sees an all-masked row.
-    mask |= torch.eye(length, dtype=torch.bool)
-    return mask[:, None]

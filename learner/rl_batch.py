@@ -44,6 +44,10 @@ from learner.advantages import (
     parallelization_bonus,
 )
 from learner.packing import IGNORE, PackedBatch, pack
+from learner.prefix_tree import Tree, build_tree, label_sources, pack_trees
+
+
+LAYOUTS = ("packed", "rows", "shared")
 
 
 class RLBatchError(ValueError):
@@ -89,18 +93,25 @@ def episode_advantages(
     estimator: str,
     parallel_bonus: float = 0.0,
     *,
+    parallel_bonus_cap: float = 1.0,
     conventions: GroupConventions = DEFAULT,
     overlong: Overlong = Overlong(),
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(episode ids in first-seen order, their rewards, their advantages)."""
-    episode_ids, reward, advantage, _ = _episode_advantages(rows, estimator, parallel_bonus, conventions, overlong)
+    bonus = (parallel_bonus, parallel_bonus_cap)
+    episode_ids, reward, advantage, _ = _episode_advantages(rows, estimator, bonus, conventions, overlong)
     return episode_ids, reward, advantage
 
 
 def _episode_advantages(
-    rows: list[dict[str, Any]], estimator: str, parallel_bonus: float, conventions: GroupConventions, overlong: Overlong
+    rows: list[dict[str, Any]],
+    estimator: str,
+    parallel_bonus: tuple[float, float],
+    conventions: GroupConventions,
+    overlong: Overlong,
 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None]:
-    """(episode ids, rewards, advantages, overlong penalties or None)."""
+    """(episode ids, rewards, advantages, overlong penalties or None); `parallel_bonus` is
+    (weight, cap)."""
     episode_ids: list[str] = []
     rewards: dict[str, float] = {}
     group_of: dict[str, str] = {}
@@ -119,12 +130,12 @@ def _episode_advantages(
         trained[eid] = trained.get(eid, 0) + int(sum(row["trainable"][1:]))  # position p trains token p + 1
     reward = np.array([rewards[e] for e in episode_ids], dtype=np.float64)
     shaped = reward.copy()
-    if parallel_bonus > 0:
+    if parallel_bonus[0] > 0:
         missing = [e for e in episode_ids if None in tokens[e]]
         if missing:
             raise RLBatchError(f"parallel_bonus needs total and critical-path tokens; missing for {missing[:3]}")
         total, critical = zip(*(tokens[e] for e in episode_ids))
-        shaped += parallelization_bonus(reward, total, critical, parallel_bonus)
+        shaped += parallelization_bonus(reward, total, critical, *parallel_bonus)
     penalty = None
     if overlong.buffer > 0:
         missing = [e for e in episode_ids if tokens[e][1] is None]
@@ -197,21 +208,22 @@ def build_batch(
     seq_len: int,
     rows_per_micro_batch: int,
     parallel_bonus: float = 0.0,
+    parallel_bonus_cap: float = 1.0,
     layout: str = "packed",
     conventions: GroupConventions = DEFAULT,
     overlong: Overlong = Overlong(),
 ) -> RLBatch:
     """Advantages per episode, broadcast to every trained token, packed into micro-batches
     (`layout`: see RLConfig.layout)."""
-    if layout not in ("packed", "rows"):
-        raise ValueError(f"layout {layout!r}: choose packed or rows")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     rows = rows.to_pylist() if isinstance(rows, pa.Table) else list(rows)
-    shaped = _episode_advantages(rows, estimator, parallel_bonus, conventions, overlong)
+    shaped = _episode_advantages(rows, estimator, (parallel_bonus, parallel_bonus_cap), conventions, overlong)
     episode_ids, rewards, advantages, penalty = shaped
     index_of = {eid: i for i, eid in enumerate(episode_ids)}
-    # Packed: threads of one episode stay together so an episode rarely spans micro-batches.
-    # Rows: threads of like length share a micro-batch, so rows carry little padding.
-    order = (lambda r: index_of[r["episode_id"]]) if layout == "packed" else (lambda r: len(r["token_ids"]))
+    # Packed and shared: threads of one episode stay together so an episode rarely spans
+    # micro-batches. Rows: threads of like length share a micro-batch, so rows carry little padding.
+    order = (lambda r: len(r["token_ids"])) if layout == "rows" else (lambda r: index_of[r["episode_id"]])
     threads = sorted((r for r in rows if any(r["trainable"])), key=order)
     # A thread longer than seq_len (a rare long one the model wrote) widens this batch's
     # rows to fit it: never truncated, and never a failed step in the middle of a run.
@@ -222,6 +234,9 @@ def build_batch(
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     flat = [np.concatenate([t[k] for t in per_thread]) if threads else np.zeros(0) for k in range(4)]
     flat_episode = np.repeat([index_of[r["episode_id"]] for r in threads], lengths).astype(np.int64)
+    if layout == "shared":
+        micro_batches = _shared_micro_batches(threads, flat, flat_episode, starts, seq_len, rows_per_micro_batch)
+        return RLBatch(micro_batches, episode_ids, rewards, advantages, penalty)
     micro_batches: list[MicroBatch] = []
     one_per_row = layout == "rows"
     first = 0
@@ -255,3 +270,81 @@ def build_batch(
         assert ((micro_batches[-1].loss_mask > 0) == (packed.labels != IGNORE)).all()
         first += packed.num_sequences
     return RLBatch(micro_batches, episode_ids, rewards, advantages, penalty)
+
+
+def _trees(threads: list[dict[str, Any]], seq_len: int) -> list[tuple[list[int], Tree]]:
+    """(thread indices, their prefix tree) per group, in first-seen order; a group whose
+    tree is longer than `seq_len` is split into one tree per episode."""
+    groups: dict[Any, dict[Any, list[int]]] = {}
+    for i, r in enumerate(threads):
+        groups.setdefault(r["group_id"], {}).setdefault(r["episode_id"], []).append(i)
+    out = []
+    for episodes in groups.values():
+        members = [i for ids in episodes.values() for i in ids]
+        tree = build_tree([(threads[i]["token_ids"], threads[i]["trainable"]) for i in members])
+        if len(tree) <= seq_len or len(episodes) == 1:
+            out.append((members, tree))
+            continue
+        for ids in episodes.values():
+            out.append((ids, build_tree([(threads[i]["token_ids"], threads[i]["trainable"]) for i in ids])))
+    return out
+
+
+def _shared_micro_batches(
+    threads: list[dict[str, Any]],
+    flat: list[np.ndarray],
+    flat_episode: np.ndarray,
+    starts: np.ndarray,
+    seq_len: int,
+    num_rows: int,
+) -> list[MicroBatch]:
+    """Layout `shared`: each group's threads as one prefix tree (learner/prefix_tree.py),
+    trees packed first-fit into rows. A prediction made at a shared slot carries the
+    values of the one thread that trains the predicted token."""
+    trees = _trees(threads, seq_len)
+    seq_len = max([seq_len, *(len(tree) for _, tree in trees)])  # an episode longer than a row widens it
+    # Per tree, the flat index (into the threads' shifted per-position arrays) of each slot's prediction.
+    sources = []
+    for members, tree in trees:
+        seq, token = label_sources(tree)
+        member_starts = starts[np.asarray(members, dtype=np.int64)]
+        sources.append(np.where(seq >= 0, member_starts[np.maximum(seq, 0)] + token - 1, -1))
+    micro_batches = []
+    first = 0
+    while first < len(trees):
+        rows = pack_trees([tree for _, tree in trees[first:]], seq_len, num_rows)
+        assert rows.num_trees > 0
+        real = rows.tree_of >= 0
+        source = np.full(rows.tree_of.shape, -1, np.int64)
+        for t in range(rows.num_trees):
+            here = rows.tree_of == t
+            source[here] = sources[first + t][rows.slot_of[here]]
+        has = source >= 0
+        take = np.maximum(source, 0)
+
+        def gather(values: np.ndarray, fill: float, dtype: Any) -> np.ndarray:
+            return np.where(has, values[take], fill).astype(dtype)
+
+        loss_mask = gather(flat[2], 0.0, np.float32)
+        next_token = np.zeros_like(rows.token_ids)
+        next_token[:, :-1] = rows.token_ids[:, 1:]
+        packed = PackedBatch(
+            input_ids=rows.token_ids,
+            position_ids=rows.positions,
+            segment_ids=rows.tree_ids,
+            labels=np.where(loss_mask > 0, next_token, IGNORE),
+            num_sequences=rows.num_trees,  # the units packed: trees
+            attend_end=rows.attend_end,
+        )
+        micro_batches.append(
+            MicroBatch(
+                packed=packed,
+                behaviour_logprobs=gather(flat[0], 0.0, np.float32),
+                advantages=gather(flat[1], 0.0, np.float32),
+                loss_mask=loss_mask,
+                episode_index=np.where(real, gather(flat_episode, 0, np.int64), 0),
+                versions=gather(flat[3], -1, np.int32),
+            )
+        )
+        first += rows.num_trees
+    return micro_batches

@@ -90,7 +90,10 @@ class RLConfig:
     episodes: verl's seq-mean-token-sum). An episode is all threads of one tree. Counts
     are over the whole update, so data-parallel ranks make the update one learner would."""
     parallel_bonus: float = field(default=0.0, metadata=bounds(ge=0.0, le=10.0))
-    """ThreadWeaver bonus weight * (1 - critical/total tokens) added to correct episodes' rewards (0 = off)."""
+    """ThreadWeaver bonus weight * min(1 - critical/total tokens, parallel_bonus_cap) added
+    to correct episodes' rewards (0 = off)."""
+    parallel_bonus_cap: float = field(default=1.0, metadata=bounds(gt=0.0, le=1.0))
+    """Most of the acceleration term (1 - critical/total) the bonus pays for."""
     overlong_buffer: int = field(default=0, metadata=bounds(ge=0, le=10_000_000))
     """DAPO's overlong reward shaping (0 = off): an episode whose length L exceeds
     overlong_max_tokens - overlong_buffer gets overlong_penalty_factor *
@@ -142,12 +145,15 @@ class RLConfig:
     (AdamW only)."""
     rows: int = field(default=4, metadata=bounds(ge=1, le=4096))
     """Packed rows per micro-batch (one forward); a step runs as many micro-batches as it needs."""
-    layout: str = field(default="packed", metadata=one_of("packed", "rows"))
+    layout: str = field(default="packed", metadata=one_of("packed", "rows", "shared"))
     """How threads fill a micro-batch. `packed`: first fit into `rows` rows of `seq_len`
     tokens, with a block-diagonal mask. `rows`: one thread per row, threads sorted by
     length, as many rows of the longest one's width as fit in `rows` * `seq_len` tokens;
     no mask is needed, so causal attention skips the masked half (about 1.5x faster on
-    APR's short threads on a CPU)."""
+    APR's short threads on a CPU). `shared`: prefix sharing (learner/prefix_tree.py):
+    the threads of each group as one token tree, every shared prefix (a parallel block's
+    parent context, which each branch continues; the group's prompt) computed once,
+    with tree attention; the same logprobs as `packed` with fewer tokens."""
     device: str = field(default="cpu", metadata=one_of("cpu", "cuda"))
     """Where the policy, the reference model, the optimizer states and the micro-batches
     live: cpu, or cuda (the learner process's current GPU; Ray gives each learner actor

@@ -120,6 +120,7 @@ class RLLearner:
             seq_len=c.seq_len,
             rows_per_micro_batch=c.rows,
             parallel_bonus=c.parallel_bonus,
+            parallel_bonus_cap=c.parallel_bonus_cap,
             layout=c.layout,
             conventions=GroupConventions(c.grpo_std, c.singleton_advantage),
             overlong=Overlong(c.overlong_max_tokens, c.overlong_buffer, c.overlong_penalty_factor),

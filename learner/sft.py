@@ -3,9 +3,10 @@
 `SequenceStream` walks the sequences in a seeded order, epoch after epoch, and its
 cursor (epoch, position) is saved in every checkpoint so a resumed run continues with
 exactly the batches it would have seen. `train_sft` runs the loop: packed batches
-(learner/packing.py), token-mean cross-entropy over trainable tokens, AdamW or Muon,
-warmup + cosine, gradient clipping, a progress bar with loss and tokens/s, JSON-lines
-metrics, and resumable checkpoints (learner/checkpoint.py).
+(learner/packing.py; on CUDA they attend through a FlexAttention block mask, on CPU
+through a dense mask: learner/packed_attention.py), token-mean cross-entropy over
+trainable tokens, AdamW or Muon, warmup + cosine, gradient clipping, a progress bar with
+loss and tokens/s, JSON-lines metrics, and resumable checkpoints (learner/checkpoint.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +23,9 @@ import torch.nn.functional as F
 
 from learner.checkpoint import prune_checkpoints, rng_state, save_checkpoint, set_rng_state
 from learner.optim import build_optimizers
-from learner.packing import IGNORE, PackedBatch, attention_mask, pack
+from learner.packed_attention import forward_inputs
+from learner.packing import IGNORE, PackedBatch, pack
+from learner.prefix_tree import build_tree, packed_trees
 from learner.schedule import warmup_cosine
 from learner.sft_config import SFTConfig
 
@@ -31,12 +34,17 @@ Sequences = Sequence[tuple[Sequence[int], Sequence[bool]]]
 
 @dataclass
 class SequenceStream:
-    """Endless seeded epochs over `sequences`, packed a batch at a time."""
+    """Endless seeded epochs over `sequences`, packed a batch at a time.
 
-    sequences: Sequences
+    The units are (token ids, trainable flags) sequences packed side by side
+    (learner/packing.py `pack`), or, with `pack=packed_trees`, prefix trees
+    (learner/prefix_tree.py: one per trace episode, its threads sharing their prefixes)."""
+
+    sequences: Sequence[Any]
     seed: int
     epoch: int = 0
     position: int = 0
+    pack: Callable[[list[Any], int, int], PackedBatch] = pack
     _order: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -51,8 +59,8 @@ class SequenceStream:
             self.epoch, self.position = self.epoch + 1, 0
             self._order = self._epoch_order(self.epoch)
         window = self._order[self.position : self.position + rows * seq_len]
-        batch = pack([self.sequences[i] for i in window], seq_len, rows)
-        assert batch.num_sequences > 0
+        batch = self.pack([self.sequences[i] for i in window], seq_len, rows)
+        assert batch.num_sequences > 0  # the units packed (sequences or trees)
         self.position += batch.num_sequences
         return batch
 
@@ -61,15 +69,23 @@ class SequenceStream:
         return {"epoch": self.epoch, "position": self.position}
 
 
+def training_units(families: Sequence[Sequences], layout: str, seq_len: int) -> tuple[list[Any], Callable]:
+    """(the stream's units, its pack function) for `families` (the sequences of one trace
+    episode, or one example each) under SFTConfig.layout; units longer than `seq_len` are
+    left out."""
+    if layout == "shared":
+        trees = [build_tree(family) for family in families]
+        return [tree for tree in trees if len(tree) <= seq_len], packed_trees
+    return [s for family in families for s in family if len(s[0]) <= seq_len], pack
+
+
 def packed_loss(model: torch.nn.Module, batch: PackedBatch, device: torch.device | None = None) -> torch.Tensor:
-    """Mean next-token cross-entropy over the batch's trained tokens."""
+    """Mean next-token cross-entropy over the batch's trained tokens; packed rows attend
+    in the layout of the device (learner/packed_attention.py)."""
     device = device or torch.device("cpu")
+    inputs = forward_inputs(model, batch, device)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        logits = model(
-            input_ids=torch.from_numpy(batch.input_ids).to(device),
-            position_ids=torch.from_numpy(batch.position_ids).to(device),
-            attention_mask=attention_mask(batch.segment_ids).to(device),
-        ).logits
+        logits = model(**inputs).logits
     labels = torch.from_numpy(batch.labels).to(device)
     return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
 
@@ -77,28 +93,32 @@ def packed_loss(model: torch.nn.Module, batch: PackedBatch, device: torch.device
 def train_sft(
     model: torch.nn.Module,
     tokenizer: Any,
-    sequences: Sequences,
+    families: Sequence[Sequences],
     config: SFTConfig,
     run_dir: Path,
     trained_keys: list,
     resume_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train `model` in place; returns the final metrics. Checkpoints go to run_dir/checkpoints."""
+    """Train `model` in place on `families` (each the sequences of one trace episode, or a
+    single example); returns the final metrics. Checkpoints go to run_dir/checkpoints."""
     from tqdm import tqdm
 
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     model.to(device).train()
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizers = build_optimizers(
         model, config.optimizer, config.lr, config.weight_decay, (config.beta1, config.beta2), config.lr
     )
-    stream = SequenceStream(sequences, config.seed)
+    units, pack_units = training_units(families, config.layout, config.seq_len)
+    stream = SequenceStream(units, config.seed, pack=pack_units)
     step = 0
     if resume_state is not None:
         for optimizer, state in zip(optimizers, resume_state["optimizers"], strict=True):
             optimizer.load_state_dict(state)
-        stream = SequenceStream(sequences, config.seed, **resume_state["cursor"])
+        stream = SequenceStream(units, config.seed, **resume_state["cursor"], pack=pack_units)
         step = resume_state["step"]
         set_rng_state(resume_state["rng"])
     metrics_path = run_dir / "sft_metrics.jsonl"
@@ -145,5 +165,7 @@ def train_sft(
             save_checkpoint(checkpoints / f"step-{step}", model, tokenizer, state, trained_keys)
             prune_checkpoints(checkpoints, config.keep_checkpoints)
     bar.close()
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
     model.to("cpu").eval()
     return last

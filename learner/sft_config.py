@@ -45,6 +45,15 @@ class SFTConfig:
     """Steps between resumable checkpoints."""
     keep_checkpoints: int = field(default=2, metadata=bounds(ge=1, le=1000))
     """Most recent checkpoints kept on disk."""
+    layout: str = field(default="packed", metadata=one_of("packed", "shared"))
+    """`packed`: every trace thread (or example) a sequence of its own, packed side by side.
+    `shared`: prefix sharing (learner/prefix_tree.py): the threads of one trace episode as
+    one token tree, so the context a parallel block's branches continue is computed and
+    trained once, not once per branch; the same trained tokens and loss, fewer tokens."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward (transformers' gradient
+    checkpointing): activation memory of one layer instead of all, for about a third
+    more compute."""
     device: str = field(default="cpu", metadata=one_of("cpu", "cuda"))
     """Where to train; on cuda the forward runs under bfloat16 autocast."""
     num_threads: int = field(default=2, metadata=bounds(ge=1, le=256))

@@ -16,6 +16,9 @@ BENCHMARKS = {
     "async": ("benchmarks.async_rl", "the same RL run synchronous (max staleness 0) and asynchronous (2)"),
     "learner": ("benchmarks.learner", "chunked logprob head memory against full logits, and packed against padded steps"),
     "lora": ("benchmarks.lora", "bytes per weight sync and learner step time, LoRA against full fine-tuning"),
+    "prefix-sharing": (
+        "benchmarks.prefix_sharing", "learner tokens and speed on parallel-block episodes, prefix-shared against repeated"
+    ),
 }
 
 

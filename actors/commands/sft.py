@@ -12,8 +12,10 @@ checkpoint instead. It trains on one of:
 - else, for a generator task with SFT examples of its own (wordmath), those examples,
   made when missing: the problems and the examples of the training problems in RUN/data,
   as `treadle data` writes them (RUN/data/sft.jsonl is then the data file);
-- else the task's search traces (countdown), made when missing: the problems (RUN/data)
-  and the traces of the training problems (RUN/traces-<kind>.parquet).
+- else the task's solver traces (countdown: traces.kind sos, apr or parallel; wordmath:
+  traces.kind=parallel, which takes precedence over its examples), made when missing: the
+  problems (RUN/data) and the traces of the training problems (RUN/traces-<kind>.parquet),
+  tokenized with the model's tokenizer.
 Sequences longer than sft.seq_len are left out. It trains (learner/sft.py) with
 checkpoints in RUN/checkpoints and writes the final model to RUN/final, with the keys of
 the problems it was trained on (those of the data file's rows the task recognises).
@@ -56,8 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and checkpoint is None:
         raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'}")
     task = make_task(config.task)
-    on_examples = bool(config.sft.data_file) or hasattr(task, "sft_rows")  # else the task's solver traces
-    if not on_examples and not hasattr(task, "trace_rows"):
+    # The task's solver traces when traces.kind names a kind it writes (countdown: any;
+    # wordmath: parallel), else a data file or the task's own examples.
+    on_traces = not config.sft.data_file and config.traces.kind in getattr(task, "trace_kinds", ())
+    on_examples = not on_traces and (bool(config.sft.data_file) or hasattr(task, "sft_rows"))
+    if not on_examples and not on_traces:
         raise UsageError(
             f"sft.data_file: without one, sft trains on the task's own examples or solver traces, and the "
             f"{task.name} task has neither"
@@ -71,17 +76,18 @@ def run(args: argparse.Namespace) -> int:
     if on_examples:
         data_file = Path(config.sft.data_file) if config.sft.data_file else _generated_examples(task, out)
         model, tokenizer, state = _model(config, checkpoint, fresh_tokenizer)
-        sequences, trained_keys = _example_sequences(config, task, tokenizer, data_file)
+        families, trained_keys = _example_sequences(config, task, tokenizer, data_file)
     else:
         problems = _training_problems(task, out)
-        sequences, trained_keys = _trace_sequences(config, task, problems, out)
         model, tokenizer, state = _model(config, checkpoint, fresh_tokenizer)
+        families, trained_keys = _trace_sequences(config, task, problems, out, tokenizer)
 
     from learner.checkpoint import save_checkpoint
     from learner.sft import train_sft
 
     start = time.perf_counter()
-    summary = train_sft(model, tokenizer, sequences, config.sft, out, trained_keys, state)
+    _report_units(families, config.sft)
+    summary = train_sft(model, tokenizer, families, config.sft, out, trained_keys, state)
     final = save_checkpoint(out / "final", model, tokenizer, None, trained_keys)
     minutes = (time.perf_counter() - start) / 60
     print(f"trained {config.sft.steps} steps in {minutes:.1f} min (last: {summary}); model in {final}")
@@ -108,23 +114,37 @@ def _generated_examples(task, out: Path) -> Path:
     return path
 
 
-def _trace_sequences(config, task, problems, out: Path):
+def _trace_sequences(config, task, problems, out: Path, tokenizer):
+    """(the traces' threads grouped by episode, the keys of their problems)."""
     from actors.commands.traces import write_trace_file
     from reasoning.episode_table import read_threads
     from reasoning.sft_data import problem_keys
 
     path = out / f"traces-{config.traces.kind}.parquet"
     if not path.is_file():
-        write_trace_file(task, problems, config, path)
-    table = read_threads(path).select(["token_ids", "trainable", "problem"]).to_pydict()
-    sequences = [
-        (ids, trainable)
-        for ids, trainable in zip(table["token_ids"], table["trainable"])
-        if len(ids) <= config.sft.seq_len
-    ]
-    if len(sequences) < len(table["token_ids"]):
-        print(f"left out {len(table['token_ids']) - len(sequences)} threads longer than sft.seq_len")
-    return sequences, problem_keys(set(table["problem"]), task)
+        write_trace_file(task, problems, config, path, tokenizer)
+    table = read_threads(path).select(["episode_id", "token_ids", "trainable", "problem"]).to_pydict()
+    episodes: dict[str, list] = {}
+    for episode, ids, trainable in zip(table["episode_id"], table["token_ids"], table["trainable"]):
+        episodes.setdefault(episode, []).append((ids, trainable))
+    return list(episodes.values()), problem_keys(set(table["problem"]), task)
+
+
+def _report_units(families, sft) -> None:
+    """Say what sft.layout makes of the data, and what does not fit in sft.seq_len."""
+    from actors.errors import UsageError
+    from learner.sft import training_units
+
+    units, _ = training_units(families, sft.layout, sft.seq_len)
+    if sft.layout == "shared":
+        print(f"training on {len(units)} prefix trees of {len(families)} episodes; left out {len(families) - len(units)} "
+              f"longer than sft.seq_len")  # fmt: skip
+    else:
+        total = sum(len(family) for family in families)
+        if len(units) < total:
+            print(f"left out {total - len(units)} threads longer than sft.seq_len")
+    if not units:
+        raise UsageError(f"sft.seq_len: nothing to train on fits in {sft.seq_len} tokens")
 
 
 def _check_data_file(config, task, fresh_tokenizer) -> None:
@@ -169,7 +189,7 @@ def _example_sequences(config, task, tokenizer, data_file: Path):
     if not kept:
         raise UsageError(f"sft.seq_len: no example of {data_file} fits in {config.sft.seq_len} tokens")
     print(f"training on {len(kept)} examples of {data_file}")
-    return [(row["token_ids"], row["trainable"]) for row in kept], keys
+    return [[(row["token_ids"], row["trainable"])] for row in kept], keys  # a family of one each
 
 
 def _model(config, checkpoint: Path | None, fresh_tokenizer):

@@ -73,14 +73,12 @@ class AprController(ThreadController):
         if isinstance(claimed, str):
             return claimed
         children_text, spawn_index = claimed
-        children = [
-            run.new_thread(parent.prompt_ids + self.tokenizer.encode(child + "\n"), parent, spawn_index)
-            for child in children_text
-        ]
+        encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731 (no BOS mid-sequence)
+        children = [run.new_thread(parent.prompt_ids + encode(child + "\n"), parent, spawn_index) for child in children_text]
         await asyncio.gather(*(self._run_thread(c, run) for c in children))
         results = []
         for child in children:
             output = self.tokenizer.decode(child.output_ids, skip_special_tokens=True)
             results.append(child_result(output) if child.finish_reason not in RUNTIME_REASONS else None)
-        parent.add_inserted(self.tokenizer.encode(render_join(results)))
+        parent.add_inserted(encode(render_join(results)))
         return None

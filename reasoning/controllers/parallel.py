@@ -100,7 +100,7 @@ class ParallelController(ThreadController):
             return claimed
         goals, spawn_index = claimed
         context = parent.prompt_ids + parent.output_ids
-        headers = [self.tokenizer.encode(branch_prompt_suffix(goal)) for goal in goals]
+        headers = [self.tokenizer.encode(branch_prompt_suffix(goal), add_special_tokens=False) for goal in goals]
         branches = [run.new_thread(context + header, parent, spawn_index) for header in headers]
         await asyncio.gather(*(self._run_thread(branch, run) for branch in branches))
         join: list[int] = []
@@ -112,7 +112,7 @@ class ParallelController(ThreadController):
     def _body_ids(self, branch: Thread) -> list[int]:
         """A finished branch's output without the `</thread>` or EOS that ended it; `Fail` if the runtime ended it."""
         if branch.finish_reason in RUNTIME_REASONS:
-            return self.tokenizer.encode(FAILED_BODY)
+            return self.tokenizer.encode(FAILED_BODY, add_special_tokens=False)
         stopped = branch.finish_reason == FinishReason.STOP_TOKEN.value
         if stopped and branch.output_ids and branch.output_ids[-1] in self.end_ids:
             return branch.output_ids[:-1]

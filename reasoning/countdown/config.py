@@ -48,17 +48,22 @@ class TokenizerConfig:
 
 @dataclass
 class TraceConfig:
-    """How `treadle traces` and `treadle sft` write search traces (reasoning/countdown/traces.py)."""
+    """How `treadle traces` and `treadle sft` write a task's traces: Countdown's search traces
+    (reasoning/countdown/traces.py, parallel_traces.py) or wordmath's parallel worked
+    solutions (reasoning/wordmath/parallel_traces.py, which read only kind and max_tokens)."""
 
-    kind: str = field(default="sos", metadata=one_of("sos", "apr"))
-    """sos: one sequential search thread; apr: spawn/join thread trees."""
+    kind: str = field(default="sos", metadata=one_of("sos", "apr", "parallel"))
+    """sos: one sequential search thread; apr: spawn/join thread trees; parallel: parallel
+    blocks whose branches continue the parent's context (Countdown: the search forked at
+    promising nodes; wordmath: independent sub-quantities in parallel threads)."""
     sub_calls_min: int = field(default=2, metadata=bounds(ge=1, le=16))
-    """APR: fewest children per spawn; each episode draws its `Sub Call Budget` uniformly
-    from sub_calls_min .. sub_calls_max, so the model learns to follow the budget."""
+    """APR and parallel: fewest children per spawn (goals per block); each episode draws its
+    `Sub Call Budget` uniformly from sub_calls_min .. sub_calls_max, so the model learns
+    to follow the budget."""
     sub_calls_max: int = field(default=4, metadata=bounds(ge=1, le=16))
-    """APR: most children per spawn."""
+    """APR and parallel: most children per spawn (goals per block)."""
     max_depth: int = field(default=2, metadata=bounds(ge=1, le=4))
-    """APR: how many levels of threads may fork (1 = only the root spawns)."""
+    """APR and parallel: how many levels of threads may fork (1 = only the root forks)."""
     beam: int = field(default=0, metadata=bounds(ge=0, le=64))
     """Most steps tried at a node (0 = all): smaller beams give shorter traces that fail more."""
     max_tokens: int = field(default=1024, metadata=bounds(ge=16, le=65_536))

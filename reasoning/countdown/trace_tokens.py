@@ -1,27 +1,29 @@
 """Trace episodes as token rows of the episode table (reasoning/episode_table.py).
 
-A thread's sequence is <bos> + prompt + output + <eos>. Segments are tokenized one at a
-time, which equals tokenizing the whole text because segments meet only at markup tags
-(single tokens); `tests/reasoning/test_countdown_traces.py` checks it.
+SoS+ and APR: a thread's sequence is <bos> + prompt + output + <eos>. Segments are
+tokenized one at a time, which equals tokenizing the whole text because segments meet
+only at markup tags (single tokens); `tests/reasoning/test_countdown_traces.py` checks it.
+Parallel blocks: the rows the parallel controller records (reasoning/trace_rows.py), the
+root's prompt being <bos> + the problem line as the task's raw prompt.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import random
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 from reasoning.countdown.config import TraceConfig
+from reasoning.countdown.parallel_traces import parallel_trace, prompt_text
 from reasoning.countdown.problems import Problem
 from reasoning.countdown.traces import TraceEpisode, apr_trace, sos_trace
-from reasoning.episode import critical_path
+from reasoning.trace_rows import TraceSetStats, parallel_rows, set_episode_metrics
+
+__all__ = ["TraceSetStats", "episode_rows", "identity", "trace_rows"]
 
 
 def episode_rows(episode: TraceEpisode, tokenizer: Any) -> list[dict[str, Any]]:
     """Version-2 rows of the episode table (SFT data: no logprobs, versions or reward)."""
-    problem = episode.problem
-    episode_id = f"{problem.id}/{episode.kind}"
     rows = []
     for thread in episode.threads:
         prompt_ids = [tokenizer.bos_token_id, *tokenizer.encode(thread.prompt)]
@@ -34,11 +36,7 @@ def episode_rows(episode: TraceEpisode, tokenizer: Any) -> list[dict[str, Any]]:
         trainable.append(True)
         rows.append(
             {
-                "episode_id": episode_id,
-                "group_id": episode_id,
-                "task": "countdown",
-                "problem_id": problem.id,
-                "problem": json.dumps(dataclasses.asdict(problem), sort_keys=True),
+                **identity(episode.problem, episode.kind),
                 "thread_id": thread.thread_id,
                 "parent_id": thread.parent_id,
                 "spawn_index": thread.spawn_index,
@@ -49,23 +47,19 @@ def episode_rows(episode: TraceEpisode, tokenizer: Any) -> list[dict[str, Any]]:
                 "trainable": trainable,
             }
         )
-    tree = [(r["thread_id"], r["parent_id"], r["spawn_index"], sum(r["trainable"])) for r in rows]
-    total, critical = sum(n for *_, n in tree), critical_path(tree)
-    for row in rows:
-        row["episode_total_tokens"], row["episode_critical_path_tokens"] = total, critical
-    return rows
+    return set_episode_metrics(rows)
 
 
-@dataclass
-class TraceSetStats:
-    num_problems: int = 0
-    num_episodes: int = 0
-    num_threads: int = 0
-    num_tokens: int = 0
-    num_failed: int = 0
-    """Searches that found no solution (left out unless include_failed)."""
-    num_too_long: int = 0
-    """Episodes left out because a thread exceeded max_tokens."""
+def identity(problem: Problem, kind: str) -> dict[str, Any]:
+    """The row columns that name the episode of `problem`'s trace of `kind`."""
+    episode_id = f"{problem.id}/{kind}"
+    return {
+        "episode_id": episode_id,
+        "group_id": episode_id,
+        "task": "countdown",
+        "problem_id": problem.id,
+        "problem": json.dumps(dataclasses.asdict(problem), sort_keys=True),
+    }
 
 
 def trace_rows(
@@ -78,21 +72,31 @@ def trace_rows(
     stats = TraceSetStats()
     for problem in problems:
         stats.num_problems += 1
-        if config.kind == "sos":
-            episode = sos_trace(problem, rng, config.beam, count_tokens)
-        else:
-            sub_calls = rng.randint(config.sub_calls_min, config.sub_calls_max)
-            episode = apr_trace(problem, rng, sub_calls, config.max_depth, config.beam)
-        if episode.solution is None:
+        rows_, solved = _episode(problem, config, rng, tokenizer, count_tokens)
+        if not solved:
             stats.num_failed += 1
             if not config.include_failed:
                 continue
-        episode_rows_ = episode_rows(episode, tokenizer)
-        if max(len(row["token_ids"]) for row in episode_rows_) > config.max_tokens:
+        if max(len(row["token_ids"]) for row in rows_) > config.max_tokens:
             stats.num_too_long += 1
             continue
-        rows += episode_rows_
-        stats.num_episodes += 1
-        stats.num_threads += len(episode_rows_)
-        stats.num_tokens += sum(len(row["token_ids"]) for row in episode_rows_)
+        rows += rows_
+        stats.add(rows_)
     return rows, stats
+
+
+def _episode(
+    problem: Problem, config: TraceConfig, rng: random.Random, tokenizer: Any, count_tokens
+) -> tuple[list[dict], bool]:
+    """The rows of `problem`'s trace of kind `config.kind`, and whether its search succeeded."""
+    if config.kind == "sos":
+        episode = sos_trace(problem, rng, config.beam, count_tokens)
+        return episode_rows(episode, tokenizer), episode.solution is not None
+    sub_calls = rng.randint(config.sub_calls_min, config.sub_calls_max)
+    if config.kind == "apr":
+        episode = apr_trace(problem, rng, sub_calls, config.max_depth, config.beam)
+        return episode_rows(episode, tokenizer), episode.solution is not None
+    assert config.kind == "parallel", config.kind
+    trace = parallel_trace(problem, rng, sub_calls, config.max_depth, config.beam)
+    prompt_ids = [tokenizer.bos_token_id, *tokenizer.encode(prompt_text(problem))]
+    return parallel_rows(trace.root, prompt_ids, tokenizer, identity(problem, "parallel")), trace.solution is not None

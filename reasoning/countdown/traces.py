@@ -25,6 +25,8 @@ children (reasoning/protocols/apr.py), is joined with their results and either c
 the first found path into its answer or spawns the next k. A thread at the depth limit,
 or at a node of two numbers, searches sequentially as in SoS+ and returns its path or
 `Fail`. The join text is inserted by the runtime, so it is observed, not trained.
+
+Parallel blocks from the same search: reasoning/countdown/parallel_traces.py.
 """
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ def _prompt(problem: Problem, path: list[Step]) -> str:
     return "".join(f"{line}\n" for line in [render_problem(problem.target, problem.numbers), *map(render_step, path)])
 
 
-def _depth_first(
+def depth_first(
     numbers: tuple[int, ...], target: int, path: list[Step], lines: list[str], rng: random.Random, beam: int
 ) -> list[Step] | None:
     """Search below `numbers`, appending each tried step to `lines`; the found path or None."""
@@ -91,7 +93,7 @@ def _depth_first(
         return path + [best] if best.result == target else None
     for step in steps[: beam or None]:
         lines.append(render_step(step))
-        found = _depth_first(step.left, target, path + [step], lines, rng, beam)
+        found = depth_first(step.left, target, path + [step], lines, rng, beam)
         if found is not None:
             return found
     return None
@@ -100,7 +102,7 @@ def _depth_first(
 def sos_trace(problem: Problem, rng: random.Random, beam: int = 0, count_tokens=len) -> TraceEpisode:
     """The sequential SoS+ trace of `problem`; `count_tokens` sizes the budget bin."""
     lines: list[str] = []
-    solution = _depth_first(problem.numbers, problem.target, [], lines, rng, beam)
+    solution = depth_first(problem.numbers, problem.target, [], lines, rng, beam)
     body = "".join(f"{line}\n" for line in lines) + (answer_text(solution) if solution else FAIL)
     budget = budget_bin(count_tokens(f"Token Budget {BUDGET_BINS[-1]}\n{body}") + 1)
     thread = ThreadTrace(0, -1, 0, _prompt(problem, []), [(f"Token Budget {budget}\n{body}", True)])
@@ -118,7 +120,7 @@ def apr_trace(
         threads.append(thread)
         if depth >= max_depth or len(numbers) <= 2:
             lines: list[str] = []
-            found = _depth_first(numbers, problem.target, path, lines, rng, beam)
+            found = depth_first(numbers, problem.target, path, lines, rng, beam)
             tail = answer_text(found) if found else FAIL
             thread.segments.append(("".join(f"{line}\n" for line in lines) + tail, True))
             return found

@@ -6,8 +6,9 @@ prompts the same line is the user's message. Problems come from `task.train_file
 
 Countdown is also a generator task: it makes its own problems (`generate`, for
 `treadle data countdown`), its own tokenizer (`new_tokenizer`, for fresh preset models)
-and solver search traces (`trace_rows`, for `treadle traces` and `treadle sft`). The
-commands ask the task for these, so they never import reasoning/countdown themselves.
+and solver search traces (`trace_rows`, for `treadle traces` and `treadle sft`: SoS+,
+APR spawn/join, or parallel blocks). The commands ask the task for these, so they never
+import reasoning/countdown themselves.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from reward.trace_steps import render_problem
 
 class CountdownTask(FileTask):
     name = "countdown"
+    trace_kinds = ("sos", "apr", "parallel")
+    """The traces.kind values `trace_rows` writes."""
 
     def read_problems(self, path: str | Path) -> list[Problem]:
         try:
@@ -69,7 +72,7 @@ class CountdownTask(FileTask):
         return build_tokenizer(tokenizer_config.number_digits)
 
     def trace_rows(self, problems: list[Problem], trace_config: Any, tokenizer: Any) -> tuple[list[dict], Any]:
-        """Version-2 episode rows of the solver's SoS+ or APR traces, and what was left out."""
+        """Version-2 episode rows of the solver's SoS+, APR or parallel-block traces, and what was left out."""
         from reasoning.countdown.trace_tokens import trace_rows
 
         return trace_rows(problems, trace_config, tokenizer)

@@ -5,9 +5,12 @@ MathProblems (question, GSM8K answer), prompts are `math_prompt`, outputs are sc
 math-verify, keys are the question. What it adds is a generator task's capabilities, which
 the commands ask for: its own problems (`generate`, `write_problems`: `treadle data
 wordmath`, and `treadle train` without task files), chat SFT examples of them
-(`sft_rows`: `treadle sft` without sft.data_file) and a tokenizer for a fresh preset
-model (`new_tokenizer`: `treadle model init`, `treadle sft`). Files given in
-task.train_file / task.eval_file are read as the math task reads them.
+(`sft_rows`: `treadle sft` without sft.data_file), parallel-block traces of them
+(`trace_rows` with traces.kind parallel: `treadle traces`, reasoning/wordmath/parallel_traces.py)
+and a tokenizer for a fresh preset model (`new_tokenizer`: `treadle model init`, `treadle
+sft`). Files given in task.train_file / task.eval_file are read as the math task reads
+them, each problem keeping the file's `structure` column (WordMathProblem), which the
+traces are written from.
 """
 from __future__ import annotations
 
@@ -24,6 +27,17 @@ class WordMathTask(MathTask):
     name = "wordmath"
     data_suffix = ".jsonl"
     """Problem files `treadle data wordmath` writes: JSON lines, as GSM8K ships."""
+    trace_kinds = ("parallel",)
+    """The traces.kind values `trace_rows` writes; its sequential examples are `sft_rows`."""
+
+    def read_problems(self, path: str | Path) -> list[MathProblem]:
+        from reasoning.math_task import MathFileError
+        from reasoning.wordmath.rows import read_word_problems
+
+        try:
+            return read_word_problems(path)
+        except MathFileError as e:
+            raise TaskError(str(e)) from None
 
     def split(self) -> tuple[list[MathProblem], list[MathProblem]]:
         if self.config.train_file:
@@ -62,6 +76,25 @@ class WordMathTask(MathTask):
         from reasoning.wordmath.rows import sft_row
 
         return [sft_row(p) for p in problems]
+
+    def trace_rows(self, problems: list, trace_config: Any, tokenizer: Any) -> tuple[list[dict], Any]:
+        """Version-2 episode rows of the parallel worked solutions of `problems` (WordMathProblems
+        with their structure), prompted as this task prompts, and what was left out."""
+        from reasoning.wordmath.parallel_traces import StructureError, trace_rows
+
+        if trace_config.kind not in self.trace_kinds:
+            raise TaskError(
+                f"traces.kind: the wordmath task writes {' or '.join(self.trace_kinds)} traces, not "
+                f"{trace_config.kind!r} (its sequential examples are the chat SFT rows of `treadle data wordmath`)"
+            )
+        self.check(tokenizer)
+        try:
+            return trace_rows(
+                problems, trace_config.kind, trace_config.max_tokens, tokenizer,
+                lambda problem: self.prompt_ids(problem, tokenizer), self.name,
+            )  # fmt: skip
+        except StructureError as e:
+            raise TaskError(str(e)) from None
 
     def new_tokenizer(self, tokenizer_config: Any) -> Any:
         """The wordmath BPE tokenizer (reasoning/wordmath/tokenizer.py), sized by task.wordmath

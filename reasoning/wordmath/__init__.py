@@ -9,6 +9,8 @@
 - problems.py: drawing problems (deterministic by seed), keys, train/val splits;
 - counting.py: the exact number of distinct problems of a setting;
 - rows.py: GSM8K-style problem rows (with the solution's structure) and chat SFT rows;
+- parallel_traces.py: worked solutions with independent parts in parallel threads, as the
+  parallel controller's episode rows (SFT data);
 - tokenizer.py: a byte-level BPE with a ChatML template trained on generated problems.
 The `wordmath` task (reasoning/tasks/wordmath.py) is the `math` task on these problems.
 """

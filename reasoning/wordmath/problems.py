@@ -59,6 +59,9 @@ class WordProblem:
     """Steps of each part that takes steps of its own: steps in different branches never
     use each other's values (independent sub-quantities); the other steps combine them."""
     answer: int
+    labels: tuple[str, ...] = ()
+    """What each branch computes, in the problem's words ("Ben's marbles", "Ana's cost"):
+    the goals of its parallel trace (reasoning/wordmath/parallel_traces.py)."""
 
     @property
     def key(self) -> Key:
@@ -220,9 +223,11 @@ def _render(
         lines.append(op.sentence.format(**(part_words(part) if part is not None else frame_words)))
         if part is not None:
             branches.setdefault(part, []).append(index)
+    unit = surface["obj"] if template.world == "count" else "cost"
     return WordProblem(
         id=problem_id, template=template.id, numbers=numbers, question=" ".join(sentences), lines=tuple(lines),
         steps=tuple(steps), branches=tuple(tuple(b) for _, b in sorted(branches.items())), answer=steps[-1].value,
+        labels=tuple(f"{names[part]}'s {unit}" for part in sorted(branches)),
     )  # fmt: skip
 
 

@@ -4,7 +4,9 @@ Problem row (train.jsonl / val.jsonl, read by the `math` task as is):
   id, question, answer (the worked solution, one step a line, then "#### N" as in
   GSM8K), structure (JSON: template, numbers, steps as {op, args, value} with args "xI"
   = the question's I-th number and "sJ" = step J's value, branches = the steps of each
-  independent sub-quantity, answer).
+  independent sub-quantity, labels = what each branch computes in the problem's words,
+  answer). The wordmath task reads a problem file as WordMathProblems: math problems that
+  keep their structure, from which reasoning/wordmath/parallel_traces.py writes traces.
 SFT row (sft.jsonl, for `treadle sft` with reasoning/sft_data.py): id, question, answer
 (kept so the SFT run records which problems it trained on) and `messages`: the user's
 message is the question with the math task's instruction, exactly as the task prompts
@@ -20,10 +22,22 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reasoning.math_task import MathProblem, math_prompt
+from dataclasses import dataclass
+
+from reasoning.math_task import MathFileError, MathProblem, math_prompt, read_math_problems
+from reasoning.tasks.rows import read_rows
 from reasoning.wordmath.problems import WordProblem
 
 COLUMNS = ("id", "question", "answer", "structure")
+
+
+@dataclass(frozen=True, slots=True)
+class WordMathProblem(MathProblem):
+    """A math problem (the task's prompt, score and key are the math task's) that keeps its
+    generator's structure."""
+
+    structure: str = ""
+    """The problem row's `structure` (JSON, see `structure`); empty when the file has none."""
 
 
 def solution(problem: WordProblem) -> str:
@@ -33,7 +47,12 @@ def solution(problem: WordProblem) -> str:
 
 def chat_solution(problem: WordProblem) -> str:
     """What the model learns to write: the steps, then the answer in \\boxed{}."""
-    return "\n".join([*problem.lines, f"The answer is \\boxed{{{problem.answer}}}."])
+    return "\n".join([*problem.lines, answer_line(problem.answer)])
+
+
+def answer_line(answer: int) -> str:
+    """The last line of a chat answer, which the math task's verifier reads."""
+    return f"The answer is \\boxed{{{answer}}}."
 
 
 def structure(problem: WordProblem) -> dict[str, Any]:
@@ -42,13 +61,29 @@ def structure(problem: WordProblem) -> dict[str, Any]:
         "numbers": list(problem.numbers),
         "steps": [{"op": s.op, "args": list(s.args), "value": s.value} for s in problem.steps],
         "branches": [list(b) for b in problem.branches],
+        "labels": list(problem.labels),
         "answer": problem.answer,
     }
 
 
-def math_problem(problem: WordProblem) -> MathProblem:
-    """The problem as the `math` task reads it from a file."""
-    return MathProblem(problem.id, problem.question, solution(problem))
+def math_problem(problem: WordProblem) -> WordMathProblem:
+    """The problem as the `wordmath` task reads it from a file."""
+    record = json.dumps(structure(problem), sort_keys=True)
+    return WordMathProblem(problem.id, problem.question, solution(problem), record)
+
+
+def read_word_problems(path: str | Path) -> list[WordMathProblem]:
+    """The problems of a file as the math task reads them, each with its `structure` column
+    (empty where a row has none); MathFileError naming the row for a structure that is not text."""
+    problems = read_math_problems(path)
+    structures = []
+    for where, row in read_rows(path, ("structure",), MathFileError):
+        value = row.get("structure")
+        if value is not None and not isinstance(value, str):
+            raise MathFileError(f"{where}: column structure: expected JSON text, got {type(value).__name__}")
+        structures.append(value or "")
+    assert len(structures) == len(problems), (path, len(structures), len(problems))
+    return [WordMathProblem(p.id, p.question, p.answer, s) for p, s in zip(problems, structures)]
 
 
 def problem_row(problem: WordProblem) -> dict[str, Any]:

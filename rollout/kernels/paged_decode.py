@@ -23,10 +23,12 @@ CPU decode run). On CPU this path is memory-bound: with caches cold, gather + SD
 SDPA over an already dense copy of the KV take the same time.
 
 The Triton kernel (`rollout/kernels/paged_decode_triton.py`) walks the block table
-instead of gathering and uses an online softmax; `decode_function("triton")` imports it
-only when chosen. The CPU kernel (`rollout/kernels/cpu/attention.py`, C) also reads the
-cache in place, 5-8x faster than this path on the tiny preset's shapes; `choose_kernel`
-resolves EngineConfig.decode_kernel=auto to it where it can be built.
+instead of gathering, reads each KV head once for all the query heads that share it, and
+splits long contexts over several programs when the batch alone would leave the GPU
+idle (flash-decoding); `decode_function("triton")` imports it only when chosen. The CPU
+kernel (`rollout/kernels/cpu/attention.py`, C) also reads the cache in place, 5-8x
+faster than this path on the tiny preset's shapes; `choose_kernel` resolves
+EngineConfig.decode_kernel=auto to it where it can be built.
 """
 from __future__ import annotations
 

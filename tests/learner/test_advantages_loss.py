@@ -37,6 +37,8 @@ def test_parallelization_bonus_only_for_correct_episodes():
     # correct, 40 of 100 tokens on the critical path: 0.5 * (1 - 0.4) = 0.3; incorrect: 0
     np.testing.assert_allclose(parallelization_bonus([1, 0], [100, 100], [40, 40], 0.5), [0.3, 0.0])
     assert parallelization_bonus([1], [50], [50], 1.0).tolist() == [0.0]  # sequential: no bonus
+    # 1 - 30/100 = 0.7, capped at 0.5: weight 0.4 pays 0.2 (ThreadWeaver's clipped acceleration term).
+    np.testing.assert_allclose(parallelization_bonus([1, 1], [100, 100], [30, 80], 0.4, cap=0.5), [0.2, 0.08])
 
 
 def t(*values):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 import benchmarks.learner as bench_learner
+import benchmarks.learner_cuda as bench_learner_cuda
 from actors.commands import bench
 
 REQUIRED = (
@@ -30,7 +32,27 @@ def parse(argv):
 def test_the_command_parses_with_the_default_sizes():
     args = parse(["bench", "learner", "--json"])
     assert (args.benchmark, args.json, args.tokens, args.vocab, args.chunk_size) == ("learner", True, 4096, 32000, 1024)
-    assert (args.threads, args.seq_len) == (1, 512)
+    assert (args.device, args.threads) == ("cpu", 1)
+    assert (bench_learner.resolve_sizes(args).rows, args.seq_len) == (4, 512)
+
+
+def test_cuda_takes_its_own_default_sizes_and_keeps_given_ones():
+    args = bench_learner.resolve_sizes(parse(["bench", "learner", "--device", "cuda"]))
+    assert (args.device, args.preset, args.rows, args.seq_len, args.steps) == ("cuda", "apr-228m", 16, 4096, 5)
+    args = parse(["bench", "learner", "--device", "cuda", "--rows", "2", "--preset", "tiny"])
+    args = bench_learner.resolve_sizes(args)
+    assert (args.preset, args.rows, args.seq_len) == ("tiny", 2, 4096)
+
+
+def test_cuda_rows_are_filled_exactly_and_hold_the_same_tokens_as_causal_rows(monkeypatch):
+    monkeypatch.setattr(bench_learner_cuda, "SEQUENCE_LENGTHS", (20, 120))
+    packed, causal = bench_learner_cuda.full_rows(rows=3, seq_len=300, vocab_size=50, seed=1)
+    assert packed.num_tokens == causal.num_tokens == 900 and (packed.segment_ids > 0).all()
+    assert packed.num_sequences > 3 and causal.num_sequences == 3 and causal.one_per_row
+    assert (packed.input_ids == causal.input_ids).all() and (causal.position_ids == np.arange(300)).all()
+    # Each packed sequence restarts its positions at a segment boundary.
+    starts = np.diff(packed.segment_ids, axis=1, prepend=0) != 0
+    assert (starts == (packed.position_ids == 0)).all()
 
 
 def test_the_mix_is_episodes_of_a_long_parent_and_short_children():
@@ -74,3 +96,17 @@ def test_a_shrunken_run_prints_a_table_then_one_json_line(monkeypatch, capsys, k
     assert figures["packing_speedup"] == pytest.approx(
         figures["packed_tokens_per_s"] / figures["padded_tokens_per_s"], rel=0.01
     )
+
+
+def test_the_cuda_table_shows_a_layout_that_ran_out_of_memory():
+    figures = {
+        "preset": "apr-228m", "rows": 16, "seq_len": 4096, "precision": "bf16 autocast, fp32 weights",
+        "gradient_checkpointing": False, "sequences": 61, "gpu": "H200",
+        "packed_tokens_per_s": 120000.0, "peak_gb": 35.2, "causal_tokens_per_s": 125000.0, "causal_peak_gb": 34.0,
+        "dense_mask_tokens_per_s": None, "dense_mask_peak_gb": None, "packed_over_causal": 0.96,
+        "logprob_ms": 500.0, "naive_logprob_ms": 507.0,
+    }  # fmt: skip
+    lines = bench_learner_cuda.table(figures).splitlines()
+    assert any("dense mask" in line and "out of memory" in line for line in lines)
+    assert any("packed / causal: 0.960" in line for line in lines)
+    assert "n/a" in bench_learner_cuda.table({**figures, "causal_tokens_per_s": None, "packed_over_causal": None})

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from learner.attention_masks import dense_mask, segment_mask_mod
 from learner.models import init_model
-from learner.packing import IGNORE, attention_mask, pack
+from learner.packing import IGNORE, pack
 from learner.presets import ModelConfig
 from reasoning.countdown.tokenizer import build_tokenizer
 
@@ -44,6 +45,11 @@ def test_mask_is_block_diagonal_and_causal():
         dtype=torch.bool,
     )
     assert torch.equal(mask, expected)
+
+
+def attention_mask(segment_ids):
+    segments = torch.from_numpy(segment_ids)
+    return dense_mask(segment_mask_mod(segments), *segments.shape)
 
 
 def logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
