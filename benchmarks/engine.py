@@ -1,24 +1,26 @@
 """`treadle bench engine`: the paged engine against transformers generate, and prefix sharing.
 
     treadle bench engine [--json]        (or: python -m benchmarks.engine [--json])
+    treadle bench engine --device cuda [--preset apr-228m] [--json]   (benchmarks/engine_gpu.py)
 
-Throughput: the `tiny` preset with fixed-seed random weights, 64 prompts of 32 random
-token ids (new ones each repeat, the same for both backends), temperature-1 sampling of
-exactly 128 new tokens each (ignore_eos), submitted at once through the Engine protocol
-(`make_engine("paged" | "hf", ...)`, the async API callers use). A second, `mixed`
-workload draws each request's output length from 16 .. 256, as RL episodes end at
-different points: transformers keeps a batch running until its longest row is done,
-continuous batching retires rows as they finish. Each backend runs `--repeats` times,
+Throughput: the `tiny` preset (`--preset`) with fixed-seed random weights, 64 prompts
+(`--batch`) of 32 random token ids (new ones each repeat, the same for both backends),
+temperature-1 sampling of exactly 128 new tokens each (`--new-tokens`; ignore_eos),
+submitted at once through the Engine protocol (`make_engine("paged" | "hf", ...)`, the
+async API callers use). A second, `mixed` workload draws each request's output length
+from 16 .. 256, as RL episodes end at different points: transformers keeps a batch
+running until its longest row is done, continuous batching retires rows as they finish. Each backend runs `--repeats` times,
 interleaved with the other so that load from other processes hits both alike; the best
 run of each is reported (on a shared machine the fastest run is the one least
 disturbed). Threads: torch uses `--threads` (default: every core) in both.
 
-The paged engine runs as EngineConfig's defaults have it: on a CPU, the C kernels of
-rollout/kernels/cpu (compiled on first use, before anything is timed; a second or so,
-once per machine). `--compile` compiles its decode step with torch.compile
-(EngineConfig.compile_decode); that compilation happens while the engine is built, also
-before anything is timed, as the construction of the hf engine is not timed either, and
-is reported on its own as `paged_compile_seconds`. `paged_decode_kernel` names the
+The paged engine runs as EngineConfig's defaults have it (`--decode-kernel` picks
+another attention kernel): on a CPU, the C kernels of rollout/kernels/cpu (compiled on
+first use, before anything is timed; a second or so, once per machine). `--compile`
+compiles its decode step with torch.compile (EngineConfig.compile_decode); that
+compilation happens while the engine is built, also before anything is timed, as the
+construction of the hf engine is not timed either, and is reported on its own as
+`paged_compile_seconds`. `paged_decode_kernel` names the
 attention kernel the engine chose.
 
 vLLM: when the `vllm` package is installed (e.g. in .venv-vllm, see
@@ -36,7 +38,9 @@ step; `fork_kv_blocks` is the peak over the children's run and `fork_prefill_tok
 the prefill the children computed. The goal for the block ratio is
 (P + k*S) / (k * (P + S)): the prefix stored once plus each child's own tokens.
 
-The last line printed is one JSON object with every figure.
+The last line printed is one JSON object with every figure. `--device cuda` runs
+benchmarks/engine_gpu.py instead: the same throughput figures on a GPU (apr-228m, bf16,
+batch 256), with and without CUDA graphs, and the decode step's GPU busy fraction.
 """
 from __future__ import annotations
 
@@ -53,13 +57,14 @@ BATCH, PROMPT_LEN, NEW_TOKENS = 64, 32, 128
 FORK_PREFIX, FORK_CHILDREN, FORK_NEW_TOKENS = 256, 8, 64
 
 
-def build_model():
+def build_model(preset: str = "tiny"):
+    """A preset with fixed-seed random weights (float32, on the CPU) and the Countdown tokenizer."""
     from learner.models import init_model
     from learner.presets import ModelConfig
     from reasoning.countdown.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
-    return init_model(ModelConfig(preset="tiny", init_seed=0), tokenizer).eval(), tokenizer
+    return init_model(ModelConfig(preset=preset, init_seed=0), tokenizer).eval(), tokenizer
 
 
 def random_prompts(num: int, length: int, vocab_size: int, seed: int) -> list[list[int]]:
@@ -79,19 +84,19 @@ async def timed_batch(engine, requests) -> tuple[float, int]:
     return seconds, sum(len(c.token_ids) for c in completions)
 
 
-def workload(name: str, vocab_size: int, seed: int) -> list:
-    """`fixed`: every request samples NEW_TOKENS tokens. `mixed`: output lengths drawn
-    uniformly from NEW_TOKENS / 8 .. 2 * NEW_TOKENS (16 .. 256), as when RL episodes stop
-    at different points."""
+def workload(name: str, vocab_size: int, seed: int, batch: int, new_tokens: int) -> list:
+    """`fixed`: every request samples `new_tokens` tokens. `mixed`: output lengths drawn
+    uniformly from new_tokens / 8 .. 2 * new_tokens (16 .. 256 for 128), as when RL
+    episodes stop at different points."""
     import random
 
     from rollout import SamplingParams
 
-    prompts = random_prompts(BATCH, PROMPT_LEN, vocab_size, seed=seed)
+    prompts = random_prompts(batch, PROMPT_LEN, vocab_size, seed=seed)
     if name == "mixed":
-        lengths = random.Random(seed).choices(range(max(1, NEW_TOKENS // 8), 2 * NEW_TOKENS + 1), k=BATCH)
+        lengths = random.Random(seed).choices(range(max(1, new_tokens // 8), 2 * new_tokens + 1), k=batch)
     else:
-        lengths = [NEW_TOKENS] * BATCH
+        lengths = [new_tokens] * batch
     return [(p, SamplingParams(max_tokens=n, temperature=1.0, ignore_eos=True)) for p, n in zip(prompts, lengths)]
 
 
@@ -101,14 +106,17 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def throughput(model, tokenizer, repeats: int, compile_decode: bool) -> dict:
+def throughput(
+    model, tokenizer, repeats: int, compile_decode: bool, batch: int, new_tokens: int, decode_kernel: str
+) -> dict:
     from rollout import EngineConfig, make_engine
 
     backends = ("paged", "hf", "vllm") if vllm_installed() else ("paged", "hf")
     if "vllm" in backends:  # vLLM logs to stdout by default; keep stdout for the figures
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    configs = {name: EngineConfig(backend=name, max_num_seqs=BATCH) for name in backends}
+    configs = {name: EngineConfig(backend=name, max_num_seqs=batch) for name in backends}
     configs["paged"].compile_decode = compile_decode
+    configs["paged"].decode_kernel = decode_kernel
     engines = {name: make_engine(name, model, tokenizer, config) for name, config in configs.items()}
     runner = engines["paged"].core.runner
     graph = runner.decode_graph
@@ -116,13 +124,13 @@ def throughput(model, tokenizer, repeats: int, compile_decode: bool) -> dict:
     tokens = {}
 
     async def measure():
-        warm = workload("fixed", model.config.vocab_size, seed=0)[:4]
+        warm = workload("fixed", model.config.vocab_size, seed=0, batch=4, new_tokens=new_tokens)
         for engine in engines.values():
             await timed_batch(engine, warm)
         for repeat in range(repeats):
             for kind in ("fixed", "mixed"):
                 # Fresh prompts each repeat, so no run is helped by the prefix cache of the last.
-                requests = workload(kind, model.config.vocab_size, seed=1 + repeat)
+                requests = workload(kind, model.config.vocab_size, seed=1 + repeat, batch=batch, new_tokens=new_tokens)
                 for name, engine in engines.items():
                     seconds, tokens[name, kind] = await timed_batch(engine, requests)
                     best[name, kind] = min(best[name, kind], seconds)
@@ -182,13 +190,18 @@ def fork(model, caching: bool) -> dict:
     }
 
 
-def run(repeats: int = 3, threads: int | None = None, compile_decode: bool = False) -> dict:
+def run(
+    repeats: int = 3, threads: int | None = None, compile_decode: bool = False, preset: str = "tiny",
+    batch: int | None = None, new_tokens: int | None = None, decode_kernel: str = "auto",
+) -> dict:
+    """The CPU run; `batch` and `new_tokens` default to BATCH and NEW_TOKENS."""
     import torch
 
+    batch, new_tokens = batch or BATCH, new_tokens or NEW_TOKENS
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    model, tokenizer = build_model()
-    figures = {"threads": torch.get_num_threads(), "batch": BATCH, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS}
-    figures.update(throughput(model, tokenizer, repeats, compile_decode))
+    model, tokenizer = build_model(preset)
+    figures = {"threads": torch.get_num_threads(), "batch": batch, "prompt_len": PROMPT_LEN, "new_tokens": new_tokens}
+    figures.update(throughput(model, tokenizer, repeats, compile_decode, batch, new_tokens, decode_kernel))
     cached, uncached = fork(model, caching=True), fork(model, caching=False)
     p, s, k = FORK_PREFIX, FORK_NEW_TOKENS, FORK_CHILDREN
     figures.update({
@@ -204,9 +217,9 @@ def run(repeats: int = 3, threads: int | None = None, compile_decode: bool = Fal
     return figures
 
 
-def table(f: dict) -> str:
+def table(f: dict, preset: str = "tiny") -> str:
     rows = [
-        f"engine throughput: tiny preset, batch {f['batch']}, prompt {f['prompt_len']}, "
+        f"engine throughput: {preset} preset, batch {f['batch']}, prompt {f['prompt_len']}, "
         f"{f['new_tokens']} new tokens, {f['threads']} threads (best of repeats); paged decode: "
         f"{f['paged_decode_kernel']} kernel, "
         + (f"compiled ({f['paged_compile_seconds']:.1f} s, not timed)" if f["paged_compile_decode"] else "eager"),
@@ -246,12 +259,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per backend (best is reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
     parser.add_argument("--compile", action="store_true", help="compile the paged engine's decode step (torch.compile)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: benchmarks/engine_gpu.py")
+    parser.add_argument("--preset", default=None, help="model preset (default: tiny on cpu, apr-228m on cuda)")
+    parser.add_argument("--batch", type=int, default=None, help=f"requests at once (default: {BATCH} on cpu, 256 on cuda)")
+    parser.add_argument("--new-tokens", type=int, default=None, help=f"tokens per request (default {NEW_TOKENS})")
+    parser.add_argument(
+        "--decode-kernel", choices=("auto", "cpu", "torch", "triton"), default="auto",
+        help="the paged engine's attention kernel (EngineConfig.decode_kernel)",
+    )
 
 
 def report(args: argparse.Namespace) -> int:
-    figures = run(repeats=args.repeats, threads=args.threads, compile_decode=args.compile)
+    if args.device == "cuda":
+        from benchmarks import engine_gpu
+
+        return engine_gpu.report(args)
+    preset = args.preset or "tiny"
+    figures = run(
+        repeats=args.repeats, threads=args.threads, compile_decode=args.compile, preset=preset,
+        batch=args.batch, new_tokens=args.new_tokens, decode_kernel=args.decode_kernel,
+    )
     if not args.json:
-        print(table(figures))
+        print(table(figures, preset))
     print(json.dumps(figures))
     return 0
 

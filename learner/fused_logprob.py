@@ -14,26 +14,26 @@ and keeps only the inputs and the per-token logsumexp and entropy; backward reco
 each chunk's logits and accumulates grad_hidden and grad_W from them. So at most one
 chunk's [chunk_size, V] logits and one gradient of them are alive at a time, against
 several [N, V] tensors for `naive_logprob_and_entropy` (full logits, plain autograd),
-which tests and `treadle bench learner` use as the reference. `backend="triton"`
-(learner/kernels/fused_logprob_triton.py, GPU; CPU only under TRITON_INTERPRET=1) runs
-the same math in tiles with an online logsumexp and shares the backward's chunk loop.
+which tests and the benches use as the reference. All its arithmetic is fp32 (a bf16
+head is upcast once per call: an O(V*H) copy, not O(N*V)).
 
-All arithmetic is fp32 (a bf16 head is upcast once per call: an O(V*H) copy, not O(N*V));
-gradients come back in the inputs' dtypes. Not covered: tensor-parallel (vocab-sharded)
-heads, logit soft-capping or temperature, label smoothing.
+`backend="triton"` (learner/kernels/fused_logprob_triton.py, GPU; CPU only under
+TRITON_INTERPRET=1) computes the forward in [tokens, vocab] tiles with an online
+logsumexp and entropy (tensor-core dots for 16-bit inputs, fp32 statistics), and the
+backward per vocabulary slice of about chunk_size x V gradient elements: a kernel
+recomputes the slice's logits and gradient, two GEMMs turn it into grad_W and
+grad_hidden. Its statistics match the torch path to fp32 rounding; with 16-bit inputs
+the gradient of the logits is rounded to that dtype before the GEMMs (see the kernel
+module). Gradients come back in the inputs' dtypes for both backends. Not covered:
+tensor-parallel (vocab-sharded) heads, logit soft-capping or temperature, label smoothing.
 """
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 
 from learner.packing import IGNORE
 
 BACKENDS = ("torch", "triton")
-
-# (hidden chunk, fp32 weight, targets, lse, entropy, grad_logprob, grad_entropy) -> [c, V] fp32
-GradLogits = Callable[..., torch.Tensor]
 
 
 def naive_logprob_and_entropy(
@@ -118,16 +118,10 @@ def grad_logits_torch(
 
 
 def backward_by_chunks(
-    ctx: torch.autograd.function.FunctionCtx,
-    grad_logprob: torch.Tensor,
-    grad_entropy: torch.Tensor,
-    grad_logits: GradLogits,
+    ctx: torch.autograd.function.FunctionCtx, grad_logprob: torch.Tensor, grad_entropy: torch.Tensor
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(grad_hidden, grad_weight) from the tensors a forward saved, one chunk at a time.
-
-    Shared by both backends; `grad_logits` is the torch or Triton computation of a
-    chunk's [c, V] gradient of the logits, followed here by two matmuls.
-    """
+    """(grad_hidden, grad_weight) from the tensors the forward saved, one chunk at a time:
+    each chunk's [c, V] gradient of the logits (`grad_logits_torch`), then two matmuls."""
     hidden, weight, targets, lse, entropy = ctx.saved_tensors
     need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     weight32 = weight.float()
@@ -137,7 +131,7 @@ def backward_by_chunks(
     grad_weight32 = torch.zeros_like(weight32) if need_weight else None
     for start in range(0, hidden.shape[0], ctx.chunk_size):
         rows = slice(start, start + ctx.chunk_size)
-        grad = grad_logits(
+        grad = grad_logits_torch(
             hidden[rows], weight32, targets[rows], lse[rows], entropy[rows], grad_logprob[rows], grad_entropy[rows]
         )
         if need_hidden:
@@ -166,7 +160,7 @@ class ChunkedLogprobEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_logprob: torch.Tensor, grad_entropy: torch.Tensor):
-        grad_hidden, grad_weight = backward_by_chunks(ctx, grad_logprob, grad_entropy, grad_logits_torch)
+        grad_hidden, grad_weight = backward_by_chunks(ctx, grad_logprob, grad_entropy)
         return grad_hidden, grad_weight, None, None
 
 

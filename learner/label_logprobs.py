@@ -51,9 +51,11 @@ def label_logprobs(
     else:
         with forward:
             hidden = model.model(**inputs).last_hidden_state
+        weight = model.lm_head.weight
+        if autocast_dtype is not None:  # the head's matmuls in bf16 on tensor cores, as autocast runs the rest;
+            hidden, weight = hidden.to(autocast_dtype), weight.to(autocast_dtype)  # gradients reach fp32 weights
         flat_logprobs, flat_entropy = logprob_and_entropy(
-            hidden.reshape(-1, hidden.shape[-1]), model.lm_head.weight, labels.reshape(-1),
-            backend="torch" if head == "chunked" else "triton",
+            hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1), backend="torch" if head == "chunked" else "triton",
         )  # fmt: skip
         logprobs, entropy = flat_logprobs.view(rows, width), flat_entropy.view(rows, width)
     entropy = torch.where(torch.from_numpy(packed.segment_ids[:, :width] > 0).to(device), entropy, 0.0)

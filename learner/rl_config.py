@@ -154,6 +154,10 @@ class RLConfig:
     the threads of each group as one token tree, every shared prefix (a parallel block's
     parent context, which each branch continues; the group's prompt) computed once,
     with tree attention; the same logprobs as `packed` with fewer tokens."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward (transformers' gradient
+    checkpointing): activation memory of one layer instead of all, for about a third
+    more compute."""
     device: str = field(default="cpu", metadata=one_of("cpu", "cuda"))
     """Where the policy, the reference model, the optimizer states and the micro-batches
     live: cpu, or cuda (the learner process's current GPU; Ray gives each learner actor

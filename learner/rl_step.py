@@ -103,6 +103,8 @@ class RLLearner:
 
             self.peft = add_adapters(model, self.lora)  # in place: `model` now holds the adapters, the rest frozen
         self.model = model.float().to(self.device).train()  # fp32 master weights, also under bf16 autocast
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.sharded:
             self.model = shard_model(self.model, world_size, self.device.type)
         self.optimizers = build_optimizers(

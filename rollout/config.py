@@ -40,7 +40,7 @@ class EngineConfig:
     sampling without top-k/top-p; rollout/kernels/cpu), `torch` (torch ops, gather + SDPA
     for decode attention, any device) or `triton` (attention on a GPU). `auto`: `cpu` on
     a CPU in float32 (`torch`, with a warning, where the kernels cannot be built, e.g.
-    without a C compiler), `torch` elsewhere."""
+    without a C compiler), `triton` on a GPU where triton is installed, `torch` elsewhere."""
     packed_linear: bool = True
     """Paged on CPU: run matmuls through oneDNN with weights packed once (1.3-2.8x faster
     than F.linear for batches of 16+ rows); false uses F.linear everywhere."""
@@ -53,6 +53,18 @@ class EngineConfig:
     eager, 2.51x with `--compile`).
     Falls back to eager decoding, with a warning, where compilation fails (e.g. no C++
     compiler)."""
+    cuda_graphs: bool = True
+    """Paged on a GPU (device=cuda; ignored on a CPU): decode-only steps replay CUDA graphs
+    captured when the engine starts (rollout/paged/cuda_graph.py), one per batch-size
+    bucket (1, 2, 4, 8, 16, then multiples of 32 up to max_num_seqs; a step is padded up to
+    its bucket), so a decode step launches one graph instead of hundreds of kernels from
+    Python. Steps with a prefill chunk run eagerly. Costs: start-up time to run and record
+    every bucket once (`runner.cuda_graphs.capture_seconds`; with decode_kernel=torch
+    also one graph per power-of-two block-table width), GPU memory for each bucket's
+    float32 logits [rows, vocab] (max_num_seqs 256: 1,183 rows in all) plus one step's
+    activations in one pool shared by all graphs, and one KV block of padding. false
+    decodes eagerly (vLLM's enforce_eager). On a GPU it takes precedence over
+    compile_decode, which is then ignored with a warning."""
     vllm_enforce_eager: bool = False
     """vllm: skip torch.compile. Start-up is shorter (on a 2-core CPU about 40 s instead of
     1.5 min with a warm compile cache, 3 min with a cold one); decoding is slower."""

@@ -113,6 +113,8 @@ def choose_kernel(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
     CPU kernel is asked for by name and cannot be built."""
     if kernel not in ("auto", "cpu"):
         return kernel
+    if device.type == "cuda" and kernel == "auto":
+        return "triton" if _triton_installed() else "torch"
     if device.type != "cpu" or dtype != torch.float32:
         if kernel == "cpu":
             raise EngineConfigError(f"engine.decode_kernel=cpu runs float32 on a CPU, not {dtype} on {device}")
@@ -126,6 +128,12 @@ def choose_kernel(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
         raise EngineConfigError(f"engine.decode_kernel=cpu: {problem}")
     warnings.warn(f"engine.decode_kernel=auto: the CPU kernel is unavailable ({problem}); using torch", RuntimeWarning)
     return "torch"
+
+
+def _triton_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 def decode_function(kernel: str):

@@ -76,6 +76,7 @@ class PagedCore:
             hf_config, read_state_dict(source), num_blocks=num_blocks, block_size=config.block_size,
             max_model_len=max_model_len, dtype=dtype, device=config.device, decode_kernel=config.decode_kernel,
             packed_linear=config.packed_linear, compile_decode=config.compile_decode,
+            cuda_graphs=config.cuda_graphs and config.device == "cuda", max_num_seqs=config.max_num_seqs,
         )
         blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         scheduler = Scheduler(

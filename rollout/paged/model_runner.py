@@ -3,10 +3,16 @@
 Owns everything torch of the paged engine: the weights, the KV cache (one K and one V
 tensor per layer, allocated once at start-up), the RoPE tables and the random
 generators (the engine's, and one per seeded request, dropped by `release`).
+
+Decode-only steps take one of three paths: replayed CUDA graphs (`cuda_graphs`,
+rollout/paged/cuda_graph.py; on a CPU the same static buffers without capture, for
+tests), the torch.compile'd step (`compile_decode`, rollout/paged/decode_graph.py), or
+the eager forward, which every step with a prefill chunk takes.
 """
 from __future__ import annotations
 
 import itertools
+import warnings
 from array import array
 from typing import Mapping
 
@@ -17,8 +23,9 @@ from transformers import PretrainedConfig
 from rollout.checkpoint import apply_weight_update, plan_weight_update
 from rollout.kernels.paged_decode import DecodeBatch, Workspace, choose_kernel, decode_function
 from rollout.paged.attention import AttentionBatch, PrefillGroup, prefill_mask
+from rollout.paged.cuda_graph import CudaGraphs
 from rollout.paged.decode_graph import CompileFailed, DecodeGraph, warn_eager
-from rollout.paged.layout import lay_out
+from rollout.paged.layout import StepLayout, lay_out
 from rollout.paged.model import PagedLlama, Rope
 from rollout.paged.ops import CpuOps, TorchOps
 from rollout.paged.sampler import SamplingRow, sample
@@ -47,14 +54,20 @@ class ModelRunner:
         decode_kernel: str,
         packed_linear: bool,
         compile_decode: bool = False,
+        cuda_graphs: bool = False,
+        max_num_seqs: int = 0,
     ):
+        """`cuda_graphs`: decode-only steps of up to `max_num_seqs` rows run on static,
+        padded buffers, replayed as CUDA graphs on a GPU (on a CPU the forward runs on the
+        buffers, for tests); the KV cache gets one extra block, past the `num_blocks` that
+        the block manager hands out, for the padding rows' writes."""
         self.shape = ModelShape.from_config(config)
         self.device = torch.device(device)
         self.block_size = block_size
         self.weights = LlamaWeights(self.shape, dtype, self.device)
         self.weights.load(state)
         self.hf_views = self.weights.hf_views()
-        cache_shape = (num_blocks, block_size, self.shape.num_kv_heads, self.shape.head_dim)
+        cache_shape = (num_blocks + (1 if cuda_graphs else 0), block_size, self.shape.num_kv_heads, self.shape.head_dim)
         self.kv_caches = [
             (torch.zeros(cache_shape, dtype=dtype, device=self.device), torch.zeros(cache_shape, dtype=dtype, device=self.device))
             for _ in range(self.shape.num_layers)
@@ -64,12 +77,24 @@ class ModelRunner:
         ops = (CpuOps if self.decode_kernel == "cpu" else TorchOps)(self.shape, rope)
         self.model = PagedLlama(self.shape, self.weights, rope, decode_function(self.decode_kernel), packed_linear, ops)
         self.workspace = Workspace()
+        if compile_decode and cuda_graphs:
+            warnings.warn(
+                "engine.compile_decode is ignored: decode steps replay CUDA graphs (engine.cuda_graphs)", RuntimeWarning
+            )
+            compile_decode = False
         if compile_decode and self.shape.qk_norm:  # decode_graph.decode_forward has no q/k norm (Qwen3)
             warn_eager("the compiled decode step does not apply Qwen3's q_norm / k_norm")
             compile_decode = False
         self.decode_graph = (
             DecodeGraph.build(self.model, self.kv_caches, cpu_kernel=self.decode_kernel == "cpu") if compile_decode else None
         )
+        self.cuda_graphs = None
+        if cuda_graphs:
+            assert max_num_seqs >= 1, "cuda_graphs needs max_num_seqs"
+            self.cuda_graphs = CudaGraphs(
+                self.model, self.kv_caches, max_rows=max_num_seqs, max_blocks=-(-max_model_len // block_size),
+                scratch_block=num_blocks, decode_kernel=self.decode_kernel, capture=self.device.type == "cuda",
+            )
         self.generator = torch.Generator(self.device)
         self.generator.seed()
         self._request_generators: dict[str, torch.Generator] = {}
@@ -80,6 +105,8 @@ class ModelRunner:
 
         Returns (sequence, token id, policy logprob) for every sampling chunk."""
         layout = lay_out(chunks, self.block_size)
+        if self.cuda_graphs is not None and not layout.prefills and self.cuda_graphs.fits(layout):
+            return self._sample(layout, self.cuda_graphs.run(layout))
         prefill_lists = [
             values for p in layout.prefills for values in (p.query_rows, p.output_slots, p.block_tables, p.starts, p.lengths)
         ]
@@ -96,6 +123,9 @@ class ModelRunner:
                 self.decode_graph = None
         if logits is None:
             logits = self._run_eager(layout, ids, positions, slots, write_rows, logits_rows, tables, context_lens, prefill_tensors)
+        return self._sample(layout, logits)
+
+    def _sample(self, layout: StepLayout, logits: torch.Tensor) -> list[tuple[Sequence, int, float]]:
         if not layout.samplers:
             return []
         rows = [SamplingRow(c.seq.sampling, self._generator_for(c.seq)) for c in layout.samplers]

@@ -105,3 +105,14 @@ def test_shared_and_packed_layouts_make_the_same_update(tokenizer, normalization
         assert shared_metrics[key] == pytest.approx(packed_metrics[key], abs=1e-6)
     assert shared_metrics["tokens"] < packed_metrics["tokens"]
     torch.testing.assert_close(shared_weights, packed_weights, rtol=0, atol=5e-5)
+
+
+def test_gradient_checkpointing_makes_the_same_update(tokenizer):
+    rows = parallel_episodes(tiny(tokenizer), [1.0, 0.0])
+    results = []
+    for checkpointing in (False, True):
+        model = tiny(tokenizer)
+        learner = RLLearner(model, RLConfig(lr=1e-3, seq_len=128, rows=2, layout="shared", gradient_checkpointing=checkpointing))
+        results.append((learner.step(rows)["loss"], model.state_dict()))
+    assert results[1][0] == pytest.approx(results[0][0], abs=1e-6)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=0, atol=5e-5)

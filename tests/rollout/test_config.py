@@ -16,6 +16,8 @@ def test_every_field_is_documented():
 def test_defaults_are_the_embedded_cpu_engine():
     config = build(EngineConfig, {})
     assert (config.backend, config.device, config.decode_kernel, config.block_size) == ("paged", "cpu", "auto", 16)
+    assert config.cuda_graphs is True  # acts only with device=cuda (tests/rollout/test_cuda_graph.py)
+    assert build(EngineConfig, {"device": "cuda", "cuda_graphs": False}).cuda_graphs is False
 
 
 @pytest.mark.parametrize(

@@ -256,6 +256,8 @@ def test_auto_takes_the_kernel_on_a_cpu_in_float32_only():
     assert choose_kernel("torch", cpu, torch.float32) == "torch"
     with pytest.raises(EngineConfigError, match="decode_kernel=cpu runs float32 on a CPU, not torch.bfloat16"):
         choose_kernel("cpu", cpu, torch.bfloat16)
+    # On a GPU, auto is the Triton kernel when triton is installed (choosing reads no device).
+    assert choose_kernel("auto", torch.device("cuda"), torch.bfloat16) == "triton"
 
 
 def test_without_the_kernel_auto_warns_and_cpu_is_refused(monkeypatch):
