@@ -8,7 +8,9 @@
 #   tests.log               pytest over the test files that hold CUDA tests (-rs: skip reasons)
 #   engine.log, .json       python3 -m benchmarks.engine --device cuda --json   ($ENGINE_BENCH_ARGS appended,
 #                           e.g. ENGINE_BENCH_ARGS="--decode-kernel triton")
-#   learner.log, .json      python3 -m benchmarks.learner --device cuda --json
+#   learner.log, .json      python3 -m benchmarks.learner --device cuda --json $LEARNER_BENCH_ARGS (default
+#                           --gradient-checkpointing: at 16 x 4,096 tokens of apr-228m the activations
+#                           of all layers alone exceed the 40 GB goal)
 #   decode_kernel.log, .json  python3 -m benchmarks.decode_kernel --json
 # Each part has its own time limit (`timeout`); a failed or timed-out part does not stop
 # the others. Prints a summary; exits 1 if any part failed. PYTHON overrides python3.
@@ -110,7 +112,8 @@ EOF
 
 # shellcheck disable=SC2086  # ENGINE_BENCH_ARGS is a list of words
 bench engine "$ENGINE_S" -m benchmarks.engine --device cuda --json ${ENGINE_BENCH_ARGS:-}
-bench learner "$LEARNER_S" -m benchmarks.learner --device cuda --json
+# shellcheck disable=SC2086
+bench learner "$LEARNER_S" -m benchmarks.learner --device cuda --json ${LEARNER_BENCH_ARGS---gradient-checkpointing}
 bench decode_kernel "$KERNEL_S" -m benchmarks.decode_kernel --json
 
 echo

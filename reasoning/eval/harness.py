@@ -3,7 +3,9 @@
 `summary.json` fields: accuracy, num_problems, accuracy_unseen and num_unseen (over
 problems whose key (the task's problem identity, reasoning/tasks/) is not among the
 checkpoint's training problems; null when the checkpoint does not record them), mean_total_tokens,
-mean_critical_path_tokens, mean_latency_s, and the count of each verdict reason.
+mean_critical_path_tokens, acceleration_ratio (mean total tokens / mean critical-path
+tokens: 1.0 for a sequential model, the speedup in token latency that parallel threads buy
+when they run side by side), mean_latency_s, and the count of each verdict reason.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ def summarize(episodes: list[Episode], trained_keys: set[Hashable] | None) -> di
         "num_unseen": None,
         "mean_total_tokens": _mean(o.total_tokens for o in episodes),
         "mean_critical_path_tokens": _mean(o.critical_path_tokens for o in episodes),
+        "acceleration_ratio": sum(o.total_tokens for o in episodes) / max(sum(o.critical_path_tokens for o in episodes), 1),
         "mean_reward": _mean(o.verdict.reward for o in episodes),
         "mean_latency_s": _mean(o.latency_s for o in episodes),
         "mean_threads": _mean(o.num_threads for o in episodes),

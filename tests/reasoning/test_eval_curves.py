@@ -53,3 +53,11 @@ def test_summary_counts_unseen_problems():
     summary = summarize([seen, unseen], trained_keys={((1, 2), 3)})
     assert summary["accuracy"] == 0.5 and (summary["num_unseen"], summary["accuracy_unseen"]) == (1, 0.0)
     assert summarize([seen], None)["num_unseen"] is None
+
+
+def test_acceleration_ratio_is_total_over_critical_path_tokens():
+    sequential = episode([thread(0, -1, -1, 4, 40)], True)  # 40 total, 40 critical
+    # 10 before the fork, branches of 20 and 30 side by side, 5 after: 65 total, 45 critical.
+    forked = episode([thread(0, -1, -1, 4, 15, inserted=50), thread(1, 0, 0, 14, 20, 1), thread(2, 0, 0, 14, 30, 1)], True)
+    assert summarize([sequential], None)["acceleration_ratio"] == 1.0
+    assert summarize([sequential, forked], None)["acceleration_ratio"] == (40 + 65) / (40 + 45)
