@@ -10,6 +10,9 @@
 - `LearnerActor` (num_cpus=1) wraps RLLearner (learner/rl_step.py): one rank of one or
   more data-parallel learners; with `model.lora` it trains adapters on the frozen policy
   (learner/lora.py) and saves them in peft's format beside the merged model.
+Where each actor runs (node, GPUs) is decided by the driver (actors/placement.py); a
+learner's `where` and a worker's `stats` tell. Ray makes the GPU it gives an actor device
+0 of the actor's process, so the engine's and the learner's `cuda` is that GPU.
 Episode handles in the buffer are `([ref], episode_id)`: the reference is wrapped in a
 list so that Ray passes it along instead of resolving it.
 """
@@ -49,6 +52,7 @@ class BufferActor:
             drop_uniform_groups=drop_uniform_groups, max_uniform_batches=max_uniform_batches,
         )  # fmt: skip
         self.waiting = WaitingBuffer(self.buffer)
+        self.group_bytes: dict[int, int] = {}  # ticket id -> bytes of the group's batch in this node's object store
 
     async def admit(self, worker_id: str, timeout_s: float):
         return await self.waiting.admit(worker_id, timeout_s)
@@ -61,6 +65,7 @@ class BufferActor:
         buffer actor owns it and the episodes outlive the worker that made them."""
         ref = ray.put(batch)
         await self.waiting.put(ticket, [(([ref], episode_id), meta) for episode_id, meta in metas])
+        self.group_bytes[ticket.ticket_id] = batch.nbytes
 
     async def abort(self, ticket, reason: str) -> None:
         await self.waiting.abort(ticket, reason)
@@ -72,11 +77,24 @@ class BufferActor:
         await self.waiting.set_version(version)
 
     def metrics(self) -> dict:
-        return self.buffer.metrics()
+        """The buffer's counters, and `buffered_bytes`: the Arrow bytes of the groups it holds
+        (those put since it started: after a resume, not the groups a checkpoint restored)."""
+        held = {ticket_id for ticket_id, _ in self.buffer.buffered_handles()}
+        self.group_bytes = {t: n for t, n in self.group_bytes.items() if t in held}
+        return {**self.buffer.metrics(), "buffered_bytes": sum(self.group_bytes.values())}
 
-    def checkpoint(self) -> tuple[dict, dict]:
-        """The buffer's state and the handles of the episodes a checkpoint must keep, at one instant."""
-        return self.buffer.state_dict(), self.buffer.buffered_handles()
+    async def checkpoint(self) -> tuple[dict, dict, list]:
+        """The buffer's state, the episode id of each episode a checkpoint must keep (by
+        (ticket_id, sample_index)), and their groups' Arrow batches, at one instant.
+
+        The data, not the references: a reference sent to the driver here and again in a
+        later batch crosses Ray's borrowing protocol twice through the same process, and on
+        a multi-node run the object was freed under the learner reading it
+        (ReferenceCountingAssertionError, "should not happen")."""
+        state, handles = self.buffer.state_dict(), self.buffer.buffered_handles()
+        refs = {id_list[0].hex(): id_list[0] for id_list, _ in handles.values()}
+        batches = await asyncio.gather(*refs.values())  # this actor owns them: local reads
+        return state, {key: episode_id for key, (_, episode_id) in handles.items()}, list(batches)
 
     async def load_state(self, state: dict, handles: dict) -> dict:
         await self.waiting.load_state(state, handles)
@@ -155,10 +173,11 @@ class RolloutActor:
 
     def stats(self) -> dict:
         """Groups finished, the fraction of time with no group being generated, engine
-        counters, and the task's scoring failures (a custom reward function's, by kind)."""
+        counters, the task's scoring failures (a custom reward function's, by kind) and the
+        worker's node."""
         failures = dict(getattr(self.task, "failures", {}))
         return {"groups": self.groups_done, "idle_ratio": self.idle.ratio(), "reward_failures": failures,
-                **asdict(self.core.engine.stats())}  # fmt: skip
+                "node_id": ray.get_runtime_context().get_node_id(), **asdict(self.core.engine.stats())}  # fmt: skip
 
     async def _loop(self, buffer) -> None:
         while self.running:
@@ -182,8 +201,10 @@ class RolloutActor:
 class LearnerActor:
     """One learner rank. With world_size > 1 the ranks join a torch.distributed process
     group (gloo on CPU, NCCL on GPU) at `master_address`, so all of them must be created
-    before any call returns; they then step in lockstep on the same episodes. `lora` (a
-    LoRAConfig, rank 0 = off) trains adapters on the frozen `checkpoint`."""
+    before any call returns; they then step in lockstep on the same episodes. Without a
+    `master_address` (the ranks may be on different nodes, and only rank 0's node is
+    where they can meet) the driver asks rank 0 for `rendezvous_address` and has every
+    rank `join` it. `lora` (a LoRAConfig, rank 0 = off) trains adapters on the frozen `checkpoint`."""
 
     def __init__(
         self, checkpoint: str, rl_config: Any, rank: int = 0, world_size: int = 1, master_address: str = "",
@@ -191,29 +212,53 @@ class LearnerActor:
     ):  # fmt: skip
         import torch
 
-        from learner.distributed import learner_device, process_group_backend
-        from learner.models import load_model
-        from learner.rl_step import RLLearner
-        from rollout.tokenizer import load_tokenizer
+        from learner.distributed import learner_device
 
         torch.set_num_threads(1)
         quiet_libraries()
         learner_device(rl_config)  # fails now, naming rl.device, when cuda is asked for and not there
-        if world_size > 1:
+        self.checkpoint, self.rl_config, self.lora = checkpoint, rl_config, lora
+        self.rank, self.world_size = rank, world_size
+        if world_size == 1 or master_address:
+            self.join(master_address)
+
+    def rendezvous_address(self) -> str:
+        """A free port on this rank's node (rank 0's), where the ranks' process group meets."""
+        import socket
+
+        ip = ray.util.get_node_ip_address()
+        with socket.socket() as s:
+            s.bind((ip, 0))
+            return f"{ip}:{s.getsockname()[1]}"
+
+    def join(self, master_address: str) -> int:
+        """Join the ranks' process group at `master_address` (with several) and build the learner."""
+        from learner.distributed import process_group_backend
+        from learner.models import load_model
+        from learner.rl_step import RLLearner
+        from rollout.tokenizer import load_tokenizer
+
+        if self.world_size > 1:
             import torch.distributed as dist
 
             # NCCL only among CUDA learners; learners on the CPU all-reduce through gloo.
-            backend = process_group_backend(rl_config.device)
-            dist.init_process_group(backend, init_method=f"tcp://{master_address}", rank=rank, world_size=world_size)
-        self.checkpoint = checkpoint
-        self.tokenizer = load_tokenizer(checkpoint)
-        self.learner = RLLearner(load_model(checkpoint), rl_config, rank=rank, world_size=world_size, lora=lora)
+            backend = process_group_backend(self.rl_config.device)
+            dist.init_process_group(
+                backend, init_method=f"tcp://{master_address}", rank=self.rank, world_size=self.world_size
+            )
+        self.tokenizer = load_tokenizer(self.checkpoint)
+        model = load_model(self.checkpoint)
+        self.learner = RLLearner(model, self.rl_config, rank=self.rank, world_size=self.world_size, lora=self.lora)
+        return self.rank
 
     def __repr__(self) -> str:  # Ray prefixes the actor's log lines with it
         return f"learner-{self.learner.rank} v{self.learner.version}" if hasattr(self, "learner") else "learner"
 
     def ready(self) -> int:
         return self.learner.rank
+
+    def where(self) -> dict:
+        return _where()
 
     def step(self, handles: list) -> dict:
         """One update on the episodes behind `handles` (([ref], episode_id) pairs)."""
@@ -319,3 +364,9 @@ class LearnerActor:
         model = load_model(self.checkpoint).float()
         model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
         return model
+
+
+def _where() -> dict:
+    """This actor's node and the GPUs Ray gave it (device 0, 1, ... of its process, in this order)."""
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "gpu_ids": list(context.get_accelerator_ids().get("GPU", []))}

@@ -18,13 +18,17 @@ the weights it holds. The loop is checkpointed every `train.checkpoint_every` st
 after the last (actors/run_checkpoint.py); `resume` goes on from such a checkpoint with
 the buffered episodes it holds, and so does the driver itself when a learner dies (it
 rebuilds every actor from the newest checkpoint; the steps after it are undone and
-redone). A rollout worker that dies is restarted by Ray and caught up without going
-back. The final policy is saved to RUN/final (with `model.lora`, the merged model, its
-adapter in peft's format in RUN/final/adapter/; learner/lora.py).
+redone). A rollout worker that dies, alone or with its node, is restarted by Ray and
+caught up without going back, while the learner goes on (actors/rollout_pool.py). On a
+cluster, the actors are placed by the resources they ask for (actors/placement.py); the
+buffer stays on the driver's node, whose object store holds the episodes it owns. The
+final policy is saved to RUN/final (with `model.lora`, the merged model, its adapter in
+peft's format in RUN/final/adapter/; learner/lora.py).
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -34,7 +38,7 @@ from typing import Any
 import ray
 from ray import exceptions as ray_exceptions
 
-from actors import run_checkpoint
+from actors import placement, run_checkpoint
 from actors.errors import UsageError
 from actors.progress import Progress, quiet_libraries
 from actors.run_checkpoint import LoopCheckpoint
@@ -58,6 +62,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
     """Run `config.train.steps` learner steps in `run_dir`, or go on from its newest checkpoint."""
     quiet_libraries()
     inputs = prepare_inputs(config)  # everything that can be refused is refused before Ray starts (actors/run_inputs.py)
+    placement.check_config(config.train, config.rl.device, config.engine.device)
     state = run_checkpoint.load(run_checkpoint.latest(run_dir)) if resume else None
     start_version = state.version if state else 0
     if start_version >= config.train.steps:
@@ -67,10 +72,13 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
         save_config(config, run_dir)
     restores = 0
     while True:
-        loop = TrainingLoop(config, run_dir, inputs, state, restores)
+        loop = None
         try:
+            loop = TrainingLoop(config, run_dir, inputs, state, restores)
             return loop.run()
-        except ray_exceptions.RayActorError as e:  # a learner (or the buffer) died: go back to the last checkpoint
+        # A learner (or its node) died, in the loop or while the loop was built on a node
+        # Ray had not yet noticed was gone: go back to the last checkpoint.
+        except ray_exceptions.RayActorError as e:
             restores += 1
             latest = run_checkpoint.latest_or_none(run_dir)
             if latest is None or restores > MAX_RESTORES:
@@ -78,54 +86,66 @@ def run_training(config: Any, run_dir: Path, resume: bool = False) -> dict:
             print(f"treadle train: an actor died ({type(e).__name__}); going on from {latest}", file=sys.stderr)
             state = run_checkpoint.load(latest)
         finally:
-            loop.shutdown()
+            if loop is not None:
+                loop.shutdown()
 
 
 class TrainingLoop:
     """The actors of one run and the loop over learner steps (see the module doc)."""
 
     def __init__(self, config: Any, run_dir: Path, inputs: RunInputs, state: LoopCheckpoint | None, restores: int = 0):
-        from actors.actors import BufferActor, LearnerActor, RolloutActor
+        """Start (or join) Ray and the run's actors; a constructor that fails kills those it started."""
         from actors.dashboard_metrics import DashboardMetrics
-        from actors.ray_setup import start_ray
         from actors.run_log import RunLog
 
         self.config, self.run_dir, self.inputs = config, run_dir, inputs
-        train, rl = config.train, config.rl
         self.version = state.version if state else 0
         self.held_out = inputs.held_out
-        self.log = RunLog(run_dir, resume_version=self.version if state else None, loggers=train.loggers)
-        start_ray(train.num_cpus, train.object_store_mb, train.dashboard)
-        batch_size = train.batch_groups * rl.group_size
-        self.buffer = BufferActor.options(name="treadle-buffer").remote(
-            train.max_staleness, batch_size, rl.group_size, rl.dynamic_sampling, rl.dynamic_sampling_max_batches
-        )
-        # Every learner call goes to every rank (they step, gather and save in lockstep); rank 0 answers.
-        learner_gpus = train.learner_gpus if rl.device == "cuda" else 0
-        self.learners = _start_learners(LearnerActor, inputs.policy, rl, train.num_learners, learner_gpus, config.model.lora)
-        if state is not None:
-            ray.get([rank.load_state.remote(str(state.directory)) for rank in self.learners])
-            ray.get(self.buffer.load_state.remote(state.buffer, _put_buffered_episodes(state)))
-        rollout_gpus = train.rollout_gpus if config.engine.device == "cuda" else 0
-        # Held here for the whole run: a worker Ray restarts gets its problems again with `run`.
-        self.problems_ref = ray.put(inputs.train_problems)
-        self.trained_keys_ref = ray.put(inputs.trained_keys)
-        self.workers = [
-            RolloutActor.options(name=f"treadle-rollout-{i}", num_gpus=rollout_gpus).remote(
-                f"rollout-{i}", inputs.policy, config,
-                str(run_dir.resolve() / "rollouts" / f"rollout-{i}"),
-            )
-            for i in range(train.num_rollout_workers)
-        ]  # fmt: skip
-        if state is not None:
-            ray.get([w.update_weights.remote(self._weights(), self.version) for w in self.workers])
+        self.buffer, self.learners, self.pool = None, [], None
+        self.log = RunLog(run_dir, resume_version=self.version if state else None, loggers=config.train.loggers)
+        try:
+            self._start_actors(state, restores)
+        except BaseException:
+            self.shutdown()
+            raise
         self.dashboard = DashboardMetrics(run_dir.name, start=self.log.last_metrics() if state else None)
         self.evaluations = list(state.loop["evaluations"]) if state else []
         loop_state = state.loop if state else {}
         self.clock = _Clock(loop_state.get("elapsed_s", 0.0), loop_state.get("learner_busy_s", 0.0))
         self.tokens_generated = 0
-        self.worker_restarts = int(loop_state.get("worker_restarts", 0))
+        self.worker_restarts_before = int(loop_state.get("worker_restarts", 0))
         self.restores = restores  # returns to the last checkpoint after a learner died, in this process
+
+    def _start_actors(self, state: LoopCheckpoint | None, restores: int) -> None:
+        from actors.actors import BufferActor, LearnerActor, RolloutActor
+        from actors.ray_setup import start_ray
+        from actors.rollout_pool import RolloutPool
+
+        config, inputs = self.config, self.inputs
+        train, rl = config.train, config.rl
+        start_ray(train.num_cpus, train.object_store_mb, train.dashboard)
+        rollout_kind, learner_kind = placement.actor_kinds(train, rl.device, config.engine.device)
+        # A run that goes back to its checkpoint after losing a learner's node waits for the node (or another).
+        started_here = not os.environ.get("RAY_ADDRESS")
+        _wait_for_room((rollout_kind, learner_kind), started_here, PLACEMENT_WAIT_S if restores else 0.0)
+        batch_size = train.batch_groups * rl.group_size
+        self.buffer = BufferActor.options(name="treadle-buffer", scheduling_strategy=_this_node()).remote(
+            train.max_staleness, batch_size, rl.group_size, rl.dynamic_sampling, rl.dynamic_sampling_max_batches
+        )
+        # Every learner call goes to every rank (they step, gather and save in lockstep); rank 0 answers.
+        self.learners = _start_learners(LearnerActor, inputs.policy, rl, learner_kind, config.model.lora)
+        if state is not None:
+            ray.get([rank.load_state.remote(str(state.directory)) for rank in self.learners])
+            ray.get(self.buffer.load_state.remote(state.buffer, _put_buffered_episodes(state)))
+        # Held here for the whole run: a worker Ray restarts gets its problems again with `run`.
+        self.problems_ref = ray.put(inputs.train_problems)
+        self.trained_keys_ref = ray.put(inputs.trained_keys)
+        self.pool = RolloutPool(RolloutActor, rollout_kind, inputs.policy, config, self.run_dir)
+        self.weights_ref: tuple[int, Any] | None = None  # (version, reference) of the weights workers are given
+        if state is not None:
+            self.pool.call("update_weights", self._weights(), self.version)
+        self.node_names: dict[str, str] = {}
+        self.learner_nodes = [self._node_name(where["node_id"]) for where in ray.get([r.where.remote() for r in self.learners])]
 
     def run(self) -> dict:
         from actors.report import write_report
@@ -135,7 +155,7 @@ class TrainingLoop:
         if train.eval_every and not self.evaluations:
             self._evaluate()  # before the loop: its time is not the loop's, and no group is generated during it
         self.clock.start()
-        self.loops = [w.run.remote(self.buffer, [self.problems_ref]) for w in self.workers]
+        self.pool.start(self.buffer, [self.problems_ref])
         last: dict[str, Any] = {}
         try:
             while self.version < train.steps:
@@ -149,9 +169,7 @@ class TrainingLoop:
                 self.progress.step(last)
         finally:
             self.progress.close()
-        for worker in self.workers:
-            worker.stop.remote()
-        ray.get(self.loops)  # groups being generated finish and are buffered: the last checkpoint keeps them
+        self.pool.stop()  # groups being generated finish and are buffered: the last checkpoint keeps them
         checkpoint = self._checkpoint()
         trained = [json_key(k) for k in self.inputs.trained_keys]
         final = ray.get([rank.save.remote(str(self.run_dir / "final"), trained) for rank in self.learners])[0]
@@ -163,15 +181,22 @@ class TrainingLoop:
     def shutdown(self) -> None:
         """Close the logs and free the actor names and CPUs (for another run in this process)."""
         self.log.close()
-        for actor in [*self.workers, self.buffer, *self.learners]:
-            ray.kill(actor)
+        if self.pool is not None:
+            self.pool.kill()
+        for actor in [self.buffer, *self.learners]:
+            if actor is not None:
+                ray.kill(actor)
+
+    @property
+    def worker_restarts(self) -> int:
+        return self.worker_restarts_before + self.pool.num_restarts
 
     def _step(self) -> dict[str, Any]:
         """Wait for a batch, update, publish the weights; the step's metrics (and its ledger
         entries under "consumed")."""
         wait_start = time.perf_counter()
         while (batch := ray.get(self.buffer.take_batch.remote(self.version, BATCH_WAIT_S))) is None:
-            self._restart_dead_workers()
+            self.pool.check(self._weights, self.version)
         step_start = time.perf_counter()
         handles = [entry.handle for entry in batch]
         stats = ray.get([rank.step.remote(handles) for rank in self.learners])[0]
@@ -182,12 +207,13 @@ class TrainingLoop:
         # The workers hold the new weights before the buffer admits groups against the new
         # version: a group admitted at version v is generated by weights >= v (otherwise at
         # eta = 0 every group admitted in between would be stale at birth, and dropped).
-        self._call_workers("update_weights", weights, self.version)
+        self.pool.call("update_weights", weights, self.version)
         ray.get(self.buffer.set_version.remote(self.version))
         sync_end = time.perf_counter()
         self.clock.add_busy(sync_start - step_start)
-        self._restart_dead_workers()
-        worker_stats = [s for s in self._call_workers("stats") if s is not None] or [{"tokens_generated": 0, "idle_ratio": 1.0}]
+        self.pool.check(self._weights, self.version)
+        all_stats = self.pool.call("stats")
+        worker_stats = [s for s in all_stats if s is not None] or [{"tokens_generated": 0, "idle_ratio": 1.0}]
         buffer_metrics = ray.get(self.buffer.metrics.remote())
         reward_failures: dict[str, int] = {}
         for s in worker_stats:
@@ -211,58 +237,29 @@ class TrainingLoop:
             "learner_idle_ratio": round(self.clock.learner_idle_ratio(), 3),
             "buffer": {k: buffer_metrics[k] for k in ("admitted", "consumed", "dropped", "in_flight", "buffered")},
             "dropped_by_reason": buffer_metrics["dropped_by_reason"],
+            "buffered_bytes": buffer_metrics["buffered_bytes"],
             "worker_restarts": self.worker_restarts,
             "restores": self.restores,
+            "nodes": {**{f"rollout-{i}": self._node_name(s["node_id"]) if s else None for i, s in enumerate(all_stats)},
+                      **{f"learner-{r}": name for r, name in enumerate(self.learner_nodes)}},  # fmt: skip
             "consumed": consumed,
         }
 
-    def _call_workers(self, method: str, *args: Any) -> list:
-        """Call `method` on every rollout worker; None for a worker that is dead or restarting
-        (`_restart_dead_workers` catches it up)."""
-        refs = [getattr(w, method).remote(*args) for w in self.workers]
-        results = []
-        for ref in refs:
-            try:
-                results.append(ray.get(ref))
-            except WORKER_GONE:
-                results.append(None)
-        return results
-
-    def _restart_dead_workers(self) -> None:
-        """A rollout worker whose loop ended with an error died (Ray restarts the actor): its
-        incomplete groups are dropped as "worker_died" (complete ones stay: the buffer owns
-        their data), it gets the current weights, and its loop starts again."""
-        ended, _ = ray.wait(self.loops, num_returns=len(self.loops), timeout=0)
-        for ref in ended:
-            i = self.loops.index(ref)
-            try:
-                ray.get(ref)
-                continue  # a loop that returned normally (only after stop)
-            except WORKER_GONE:
-                pass
-            ray.get(self.buffer.abort_worker.remote(f"rollout-{i}", "worker_died"))
-            self.worker_restarts += 1
-            weights, deadline = self._weights(), time.monotonic() + WORKER_RESTART_S
-            while True:  # calls fail while Ray is restarting the actor
-                try:
-                    ray.get(self.workers[i].update_weights.remote(weights, self.version))
-                    break
-                except WORKER_GONE:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
-            self.loops[i] = self.workers[i].run.remote(self.buffer, [self.problems_ref])
-
     def _weights(self):
-        """A reference to rank 0's weights (every rank is asked: under FSDP2 they gather together)."""
-        return [rank.weights.remote() for rank in self.learners][0]
+        """A reference to rank 0's weights of the current version (every rank is asked once per
+        version: under FSDP2 they gather together)."""
+        if self.weights_ref is None or self.weights_ref[0] != self.version:
+            self.weights_ref = (self.version, [rank.weights.remote() for rank in self.learners][0])
+        return self.weights_ref[1]
+
+    def _node_name(self, node_id: str) -> str:
+        """A node's name (`ray start --node-name`; by default its address) and the start of its id."""
+        if node_id not in self.node_names:
+            self.node_names.update({n["NodeID"]: f"{n['NodeName']}/{n['NodeID'][:6]}" for n in ray.nodes()})
+        return self.node_names.get(node_id, node_id[:6])
 
     def _evaluate(self) -> float:
-        try:
-            result = ray.get(self.workers[0].evaluate.remote(self.held_out, self.trained_keys_ref))
-        except WORKER_GONE:  # the worker died during the evaluation: once more on the restarted one
-            self._restart_dead_workers()
-            result = ray.get(self.workers[0].evaluate.remote(self.held_out, self.trained_keys_ref))
+        result = self.pool.evaluate(self.held_out, self.trained_keys_ref, self._weights, self.version)
         self.evaluations.append({"step": self.version, **result})
         unseen = result.get("accuracy_unseen")
         self.progress.note(
@@ -281,20 +278,16 @@ class TrainingLoop:
         checkpoints = self.run_dir / "checkpoints"
         tmp = run_checkpoint.begin(checkpoints, self.version)
         learner_saved = [rank.save_state.remote(str(tmp)) for rank in self.learners]
-        buffer_state, handles = ray.get(self.buffer.checkpoint.remote())
-        refs = {id_list[0].hex(): id_list[0] for id_list, _ in handles.values()}
-        episodes = pa.Table.from_batches(ray.get(list(refs.values()))) if refs else THREAD_SCHEMA.empty_table()
+        buffer_state, episode_ids, batches = ray.get(self.buffer.checkpoint.remote())
+        episodes = pa.Table.from_batches(batches) if batches else THREAD_SCHEMA.empty_table()
         assert ray.get(learner_saved) == [self.version] * len(self.learners)
         loop = {"evaluations": self.evaluations, "elapsed_s": self.clock.elapsed(), "learner_busy_s": self.clock.busy,
                 "worker_restarts": self.worker_restarts}  # fmt: skip
-        episode_ids = {key: episode_id for key, (_, episode_id) in handles.items()}
         state = LoopCheckpoint(self.version, buffer_state, episode_ids, episodes, loop)
         return run_checkpoint.commit(tmp, checkpoints, state, self.config.train.keep_checkpoints)
 
 
-# A rollout worker that died (RayActorError) or is being restarted (ActorUnavailableError).
-WORKER_GONE: tuple[type[Exception], ...] = (ray_exceptions.RayActorError, ray_exceptions.ActorUnavailableError)
-WORKER_RESTART_S = 300.0  # how long a restarted worker may take to come back
+PLACEMENT_WAIT_S = 300.0  # how long a run going back to its checkpoint waits for room for its actors
 BATCH_WAIT_S = 1.0  # how long one wait for a batch lasts before the driver looks for dead workers
 MAX_RESTORES = 3  # returns to the last checkpoint after a dead learner, per `run_training` call
 
@@ -305,26 +298,43 @@ STEP_STATS = (
 )  # fmt: skip
 
 
-def _start_learners(
-    actor_class: Any, checkpoint: str, rl: Any, num_learners: int, num_gpus: float, lora: Any = None
-) -> list:
-    """The learner ranks; with more than one they rendezvous on a free port of 127.0.0.1.
-    `lora` (model.lora) makes them train adapters on the frozen `checkpoint`."""
-    import socket
-
-    if num_learners == 1:
-        return [actor_class.options(name="treadle-learner", num_gpus=num_gpus).remote(checkpoint, rl, lora=lora)]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{s.getsockname()[1]}"
+def _start_learners(actor_class: Any, checkpoint: str, rl: Any, kind: placement.ActorKind, lora: Any = None) -> list:
+    """The learner ranks, placed by `kind`; with more than one they rendezvous on a free port
+    of rank 0's node. `lora` (model.lora) makes them train adapters on the frozen `checkpoint`."""
+    if kind.count == 1:
+        return [actor_class.options(name="treadle-learner", **kind.options()).remote(checkpoint, rl, lora=lora)]
     learners = [
-        actor_class.options(name=f"treadle-learner-{rank}", num_gpus=num_gpus).remote(
-            checkpoint, rl, rank, num_learners, address, lora=lora
-        )
-        for rank in range(num_learners)
-    ]
-    ray.get([rank.ready.remote() for rank in learners])
+        actor_class.options(name=f"treadle-learner-{rank}", **kind.options()).remote(checkpoint, rl, rank, kind.count, lora=lora)
+        for rank in range(kind.count)
+    ]  # fmt: skip
+    address = ray.get(learners[0].rendezvous_address.remote())
+    ray.get([rank.join.remote(address) for rank in learners])
     return learners
+
+
+def _alive_nodes() -> list[placement.Node]:
+    return [placement.Node(n["NodeName"], n["Resources"]) for n in ray.nodes() if n["Alive"]]
+
+
+def _wait_for_room(kinds: tuple, started_here: bool, timeout_s: float) -> None:
+    """A PlacementError (naming the key) unless the cluster can hold the actors, at once or
+    once nodes join within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return placement.check_cluster(kinds, _alive_nodes(), started_here)
+        except placement.PlacementError as e:
+            if time.monotonic() >= deadline:
+                raise
+            print(f"treadle train: waiting for a node: {e}", file=sys.stderr)
+            time.sleep(5.0)
+
+
+def _this_node():
+    """A scheduling strategy that keeps an actor on the driver's node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
 
 class _Clock:
@@ -353,9 +363,9 @@ class _Clock:
 def _ledger_entry(entry: Any, learner_version: int) -> dict[str, Any]:
     meta = entry.meta
     return {
-        "episode_id": entry.handle[1], "ticket": entry.ticket.ticket_id, "min_version": meta.min_version,
-        "max_version": meta.max_version, "lag": learner_version - meta.min_version, "tokens": meta.num_tokens,
-        "reward": meta.reward,
+        "episode_id": entry.handle[1], "ticket": entry.ticket.ticket_id, "worker": entry.ticket.worker_id,
+        "min_version": meta.min_version, "max_version": meta.max_version, "lag": learner_version - meta.min_version,
+        "tokens": meta.num_tokens, "reward": meta.reward,
     }  # fmt: skip
 
 

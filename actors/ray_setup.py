@@ -4,7 +4,9 @@ With RAY_ADDRESS unset, `treadle train` starts a local Ray whose every server (G
 raylet, core workers, object manager, dashboard, its agents and the metrics endpoint)
 listens on 127.0.0.1 only, with Ray's token authentication left on. With RAY_ADDRESS set
 (e.g. under `ray job submit`) it joins that cluster as it is: how a cluster's own nodes
-listen is set where the cluster is started (`ray start --node-ip-address=127.0.0.1`).
+listen is set where the cluster is started (`ray start --node-ip-address=127.0.0.1`; worker
+nodes on loopback: actors/ray_node.py). A RAY_ADDRESS on loopback keeps this process's Ray
+on loopback too (below), or Ray would look for the cluster at the machine's own address.
 
 Why two settings: `ray.init(_node_ip_address="127.0.0.1")` alone is not enough. Ray
 replaces a loopback node address by the machine's own address unless its "clusters on
@@ -34,12 +36,20 @@ def keep_ray_on_loopback() -> None:
     os.environ.setdefault(USAGE_STATS_SWITCH, "0")
 
 
+def is_loopback_address(address: str) -> bool:
+    """Whether a Ray address (`127.0.0.1:6379`, `http://localhost:8265`, ...) names this machine's loopback."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in (LOOPBACK, "localhost", "::1")
+
+
 def start_ray(num_cpus: int, object_store_mb: int, dashboard: bool):
     import ray
 
     if ray.is_initialized():
         return ray.get_runtime_context()
     if os.environ.get("RAY_ADDRESS"):
+        if is_loopback_address(os.environ["RAY_ADDRESS"]):
+            keep_ray_on_loopback()  # else Ray would look for the cluster at this machine's own address
         return ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     keep_ray_on_loopback()
     context = ray.init(

@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# A Ray head node on loopback for `ray job submit` (README: "Ray cluster on this machine").
+# A Ray cluster on loopback for `ray job submit` (README: "Ray cluster on this machine"):
+# a head node, and worker nodes that simulate more machines.
 #
-#   scripts/ray_cluster.sh start    start it: every server on 127.0.0.1, usage stats off,
-#                                   token authentication on, its files in $TREADLE_RAY_DIR
+#   scripts/ray_cluster.sh start    start the head: every server on 127.0.0.1, usage stats
+#                                   off, token authentication on, its files in $TREADLE_RAY_DIR
+#   scripts/ray_cluster.sh worker NAME [RESOURCES]
+#                                   add a worker node NAME (its own temp dir
+#                                   $TREADLE_RAY_DIR/nodes/NAME, ports and object store) with
+#                                   custom resources, e.g. '{"rollout": 2}' (actors/ray_node.py)
 #   eval "$(scripts/ray_cluster.sh env)"
 #                                   the exports that `ray job submit|status|logs|stop` need
 #   scripts/ray_cluster.sh token    the token that logs a browser into the dashboard
-#   scripts/ray_cluster.sh stop     end this node's processes only (not `ray stop`, which
-#                                   ends every Ray on the machine)
+#   scripts/ray_cluster.sh stop [NAME]
+#                                   end the whole cluster's processes, or worker node NAME's
+#                                   (not `ray stop`, which ends every Ray on the machine)
+#   scripts/ray_cluster.sh kill NAME
+#                                   lose worker node NAME: `kill -9` of all its processes at
+#                                   once, as when a machine goes down
 #
 # Settings (environment): TREADLE_RAY_DIR (default /tmp/treadle-ray: Ray's temp dir, kept
-# short for its socket paths), TREADLE_RAY_CPUS (2), and the ports TREADLE_RAY_GCS_PORT
-# (6380), TREADLE_RAY_DASHBOARD_PORT (8265), TREADLE_RAY_METRICS_PORT (8095),
-# TREADLE_RAY_CLIENT_PORT (10001), TREADLE_RAY_AGENT_LISTEN_PORT (52365),
-# TREADLE_RAY_AGENT_GRPC_PORT (52366), TREADLE_RAY_RUNTIME_ENV_PORT (52367).
+# short for its socket paths), TREADLE_RAY_CPUS (2), TREADLE_RAY_RESOURCES (the head's
+# custom resources, JSON, default {}), TREADLE_RAY_OBJECT_STORE_MB (Ray's default when
+# unset), and the ports TREADLE_RAY_GCS_PORT (6380), TREADLE_RAY_DASHBOARD_PORT (8265),
+# TREADLE_RAY_METRICS_PORT (8095), TREADLE_RAY_CLIENT_PORT (10001),
+# TREADLE_RAY_AGENT_LISTEN_PORT (52365), TREADLE_RAY_AGENT_GRPC_PORT (52366),
+# TREADLE_RAY_RUNTIME_ENV_PORT (52367); for worker nodes TREADLE_RAY_WORKER_CPUS (1) and
+# TREADLE_RAY_WORKER_OBJECT_STORE_MB (100); their ports are free ones.
 set -euo pipefail
 
 DIR=${TREADLE_RAY_DIR:-/tmp/treadle-ray}
@@ -29,12 +41,32 @@ export RAY_ADDRESS=http://127.0.0.1:$(cat "$DIR/dashboard_port" 2>/dev/null || e
 ENV
 }
 
-node_pids() {  # the processes whose command line names this node's temp dir, and their children
+node_pids() {  # the processes whose command line names temp dir $1 (default: the head's, which
+               # holds the worker nodes' too), and their children (a raylet's are its actors)
     local pid
-    for pid in $(pgrep -f -- "$DIR/" 2>/dev/null || true); do
+    for pid in $(pgrep -f -- "${1:-$DIR}/" 2>/dev/null || true); do
         echo "$pid"
         pgrep -P "$pid" 2>/dev/null || true
     done | sort -u
+}
+
+stop_pids() {  # TERM, then KILL what is left after 10 s, of the processes node_pids $1 lists
+    local pids
+    pids=$(node_pids "$1")
+    kill -TERM $pids 2>/dev/null || true
+    for _ in $(seq 20); do
+        pids=$(node_pids "$1")
+        [ -z "$pids" ] && break
+        sleep 0.5
+    done
+    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+}
+
+worker_dir() {
+    case "${1:-}" in
+    '' | *[!A-Za-z0-9_-]*) echo "a worker node's NAME is letters, digits, _ and -; got '${1:-}'" >&2; exit 2 ;;
+    esac
+    echo "$DIR/nodes/$1"
 }
 
 case "${1:-}" in
@@ -45,10 +77,14 @@ start)
     fi
     mkdir -p "$DIR"
     echo "$DASHBOARD_PORT" > "$DIR/dashboard_port"
+    echo "${TREADLE_RAY_GCS_PORT:-6380}" > "$DIR/gcs_port"
     eval "$(exports)"
     unset RAY_ADDRESS  # `ray start` must not try to join
+    store=()
+    [ -n "${TREADLE_RAY_OBJECT_STORE_MB:-}" ] && store=(--object-store-memory="$((TREADLE_RAY_OBJECT_STORE_MB * 1024 * 1024))")
     ray start --head --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 --disable-usage-stats \
-        --num-cpus="${TREADLE_RAY_CPUS:-2}" --temp-dir="$DIR" \
+        --node-name=head --num-cpus="${TREADLE_RAY_CPUS:-2}" --resources="${TREADLE_RAY_RESOURCES:-{\}}" \
+        "${store[@]}" --temp-dir="$DIR" \
         --port="${TREADLE_RAY_GCS_PORT:-6380}" --dashboard-port="$DASHBOARD_PORT" \
         --metrics-export-port="${TREADLE_RAY_METRICS_PORT:-8095}" \
         --ray-client-server-port="${TREADLE_RAY_CLIENT_PORT:-10001}" \
@@ -61,6 +97,33 @@ start)
     echo "dashboard: http://127.0.0.1:$DASHBOARD_PORT (log in with: scripts/ray_cluster.sh token)"
     echo "then: eval \"\$(scripts/ray_cluster.sh env)\" and ray job submit --working-dir . -- treadle train ..."
     ;;
+worker)
+    name=${2:-}
+    node_dir=$(worker_dir "$name")
+    if [ ! -f "$DIR/gcs_port" ] || [ -z "$(node_pids)" ]; then
+        echo "no head node with temp dir $DIR is running; start it first (scripts/ray_cluster.sh start)" >&2
+        exit 1
+    fi
+    if [ -n "$(node_pids "$node_dir")" ]; then
+        echo "worker node $name is running; stop it first (scripts/ray_cluster.sh stop $name)" >&2
+        exit 1
+    fi
+    mkdir -p "$node_dir"
+    eval "$(exports)"
+    python -m actors.ray_node --address="127.0.0.1:$(cat "$DIR/gcs_port")" --temp-dir="$node_dir" \
+        --node-name="$name" --resources="${3:-{\}}" --num-cpus="${TREADLE_RAY_WORKER_CPUS:-1}" \
+        --object-store-mb="${TREADLE_RAY_WORKER_OBJECT_STORE_MB:-100}"
+    ;;
+kill)
+    node_dir=$(worker_dir "${2:-}")
+    pids=$(node_pids "$node_dir")
+    if [ -z "$pids" ]; then
+        echo "no worker node ${2} is running"
+        exit 1
+    fi
+    kill -KILL $pids 2>/dev/null || true
+    echo "killed worker node ${2} ($(echo $pids | wc -w) processes)"
+    ;;
 env)
     exports
     ;;
@@ -68,22 +131,17 @@ token)
     RAY_AUTH_MODE=token ray get-auth-token 2>/dev/null || cat "$TOKEN_FILE"
     ;;
 stop)
-    pids=$(node_pids)
-    if [ -z "$pids" ]; then
-        echo "no node with temp dir $DIR is running"
+    target=$DIR
+    [ -n "${2:-}" ] && target=$(worker_dir "$2")
+    if [ -z "$(node_pids "$target")" ]; then
+        echo "no node with temp dir $target is running"
         exit 0
     fi
-    kill -TERM $pids 2>/dev/null || true
-    for _ in $(seq 20); do
-        pids=$(node_pids)
-        [ -z "$pids" ] && break
-        sleep 0.5
-    done
-    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
-    echo "stopped the node with temp dir $DIR"
+    stop_pids "$target"
+    echo "stopped the node(s) with temp dir $target"
     ;;
 *)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -1,8 +1,16 @@
-"""Soak (slow; `make test-slow`): asynchronous training with random rollout-worker kills.
+"""Soak (slow; `make test-slow`): asynchronous training with random rollout-worker kills, on one node or across nodes.
 
-Runs `treadle train` for TREADLE_SOAK_S seconds (default 1800), sends `kill -9` to the
-rollout worker every 2-4 minutes, samples the memory of the driver and every process
-under it each minute, then stops the run with SIGINT. Memory is the proportional set
+`test_soak_with_worker_kills` runs `treadle train` for TREADLE_SOAK_S seconds (default
+1800), sends `kill -9` to the rollout worker every 2-4 minutes, samples the memory of the
+driver and every process under it each minute, then stops the run with SIGINT.
+`test_soak_across_nodes_with_node_kills` does the same on a three-node loopback cluster
+(tests/e2e/loopback_cluster.py: the head with the learner, worker nodes w1 and w2 with
+`rollout: 1` each, one rollout worker): every 2-4 minutes it kills the whole node that
+holds the rollout worker (`kill -9` of all its processes at once), Ray restarts the worker
+on the other node, and the lost node is started again 30 s later, ready for the next kill;
+memory is sampled over the driver and every process of every node, by node and process.
+TREADLE_SOAK_KILL_S ("120-240") and TREADLE_SOAK_SAMPLE_S (60) change the kill interval
+and the sampling period, for a short check of the soak itself. Memory is the proportional set
 size (PSS): pages shared between processes, such as the object store that every Ray
 process maps, count once in all, not once per process as in the sum of their resident
 sizes. Each sample, by process name, goes to RUN/soak_memory.jsonl. Every step's counters must
@@ -26,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from actors.run_log import read_jsonl
+from tests.e2e.loopback_cluster import LoopbackCluster, logged_steps
 from tests.e2e.processes import actor_pid, descendants, process_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,10 +95,25 @@ def growth_by_process(samples: list[tuple[float, dict[str, int]]], top: int = 6)
     return {name: round(g, 1) for name, g in sorted(growth.items(), key=lambda kv: -abs(kv[1]))[:top]}
 
 
+def settings(tmp_path: Path, name: str) -> tuple[float, Path, tuple[float, float], float]:
+    """Duration, run directory, kill interval (s) and sampling period (s) from the environment."""
+    low, high = map(float, os.environ.get("TREADLE_SOAK_KILL_S", "120-240").split("-"))
+    return (float(os.environ.get("TREADLE_SOAK_S", "1800")), Path(os.environ.get("TREADLE_SOAK_DIR", tmp_path / name)),
+            (low, high), float(os.environ.get("TREADLE_SOAK_SAMPLE_S", "60")))  # fmt: skip
+
+
+def stop(driver: subprocess.Popen) -> None:
+    driver.send_signal(signal.SIGINT)
+    try:
+        driver.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        for pid in [*descendants(driver.pid), driver.pid]:
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_soak_with_worker_kills(tmp_path):
-    duration = float(os.environ.get("TREADLE_SOAK_S", "1800"))
-    run_dir = Path(os.environ.get("TREADLE_SOAK_DIR", tmp_path / "soak"))
+    duration, run_dir, kill_every, sample_every = settings(tmp_path, "soak")
     rng = random.Random(0)
     driver = subprocess.Popen(
         [sys.executable, "-m", "actors.cli", "train", "configs/countdown-3-rl-apr.yaml", "train.steps=1000000",
@@ -97,8 +121,8 @@ def test_soak_with_worker_kills(tmp_path):
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     start = time.monotonic()
-    next_kill = start + rng.uniform(120, 240)
-    next_sample = start + 60
+    next_kill = start + rng.uniform(*kill_every)
+    next_sample = start + sample_every
     kills, by_process, resident = 0, [], []
     try:
         while time.monotonic() - start < duration:
@@ -107,21 +131,92 @@ def test_soak_with_worker_kills(tmp_path):
             if now >= next_kill and (pid := actor_pid(driver.pid, "RolloutActor")) is not None:
                 os.kill(pid, signal.SIGKILL)
                 kills += 1
-                next_kill = now + rng.uniform(120, 240)
+                next_kill = now + rng.uniform(*kill_every)
             if now >= next_sample:
                 pids = [driver.pid, *descendants(driver.pid)]
                 by_process.append((now - start, memory_by_process(driver.pid, pids)))
                 resident.append((now - start, resident_bytes(pids)))
-                next_sample = now + 60
+                next_sample = now + sample_every
             time.sleep(1)
     finally:
-        driver.send_signal(signal.SIGINT)
-        try:
-            driver.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            for pid in [*descendants(driver.pid), driver.pid]:
-                os.kill(pid, signal.SIGKILL)
+        stop(driver)
 
+    # The killed worker's memory is a saw (it starts again from nothing after every kill),
+    # which a straight line through the total misreads: the processes that live through
+    # the run, on their own.
+    summary, trained, last = close_soak(run_dir, duration, by_process, lambda name: "RolloutActor" not in name)
+    summary = {**summary, "worker_kills": kills,
+               # The figure the first soak reported, for comparison.
+               "rss_sum_growth_mb_per_hour_second_half": second_half_growth_mb_per_hour(resident)}  # fmt: skip
+    write_summary(run_dir, summary, by_process)
+    assert summary["lost"] == 0 and len(trained) == summary["consumed"]
+    assert kills >= 1 and last["worker_restarts"] >= kills - 1  # the last kill may land after the last step
+
+
+@pytest.mark.slow
+def test_soak_across_nodes_with_node_kills(tmp_path):
+    duration, run_dir, kill_every, sample_every = settings(tmp_path, "soak-nodes")
+    rng = random.Random(0)
+    cluster = LoopbackCluster(head_resources='{"learner": 1}', prefix="tsk-")
+    try:
+        for name in ("w1", "w2"):
+            cluster.add_worker(name, '{"rollout": 1}')
+        driver = cluster.train(run_dir, "train.steps=1000000", "train.checkpoint_every=50",
+                               "train.rollout_resources=[rollout=1]", "train.learner_resources=[learner=1]",
+                               "train.batch_groups=4", "rl.group_size=8", "train.max_new_tokens=256")  # fmt: skip
+        start = time.monotonic()
+        next_kill, next_sample, back_at = start + rng.uniform(*kill_every), start + sample_every, None
+        kills, lost_node, by_process = 0, None, []
+        try:
+            while time.monotonic() - start < duration:
+                assert driver.poll() is None, "the training run ended by itself"
+                now = time.monotonic()
+                steps = logged_steps(run_dir)
+                where = steps[-1]["nodes"].get("rollout-0") if steps else None
+                if now >= next_kill and lost_node is None and where:
+                    lost_node = where.split("/")[0]
+                    cluster.kill_worker(lost_node)
+                    kills, back_at = kills + 1, now + 30
+                    next_kill = now + rng.uniform(*kill_every)
+                if back_at is not None and now >= back_at:
+                    cluster.add_worker(lost_node, '{"rollout": 1}')
+                    lost_node, back_at = None, None
+                if now >= next_sample:
+                    by_process.append((now - start, memory_by_node_and_process(driver.pid, cluster)))
+                    next_sample = now + sample_every
+                time.sleep(1)
+        finally:
+            stop(driver)
+    finally:
+        left = cluster.shutdown()
+
+    def lasting(name: str) -> bool:  # the driver's and the head's processes: the worker nodes' are killed
+        return name.split(":")[0] in ("driver", "head")
+
+    summary, trained, last = close_soak(run_dir, duration, by_process, lasting)
+    summary = {**summary, "node_kills": kills}
+    write_summary(run_dir, summary, by_process)
+    assert not left, left
+    assert summary["lost"] == 0 and len(trained) == summary["consumed"]
+    assert set(last["dropped_by_reason"]) <= {"stale", "worker_died"}
+    assert kills >= 1 and last["worker_restarts"] >= kills - 1  # the last kill may land after the last step
+
+
+def memory_by_node_and_process(driver: int, cluster: LoopbackCluster) -> dict[str, int]:
+    """PSS bytes summed by "driver" and by NODE:PROCESS over every node of the cluster
+    (e.g. "head:raylet", "w1:ray::RolloutActor")."""
+    out = {"driver": sum(proportional_bytes(pid) for pid in [driver, *descendants(driver)])}
+    for node, pids in cluster.pids_by_node().items():
+        for pid in pids:
+            name = f"{node}:{process_name(pid).split('.')[0]}"
+            out[name] = out.get(name, 0) + proportional_bytes(pid)
+    return out
+
+
+def close_soak(run_dir: Path, duration: float, by_process: list, lasting_process) -> tuple[dict, list, dict]:
+    """Check the run's accounting (balanced counters at every step, no episode trained
+    twice); (the summary's figures, the trained episode ids, the last step's metrics).
+    `lasting_process(name)`: whether a process class lives through the run (not killed)."""
     steps = read_jsonl(run_dir / "train_metrics.jsonl")
     for s in steps:
         b = s["buffer"]
@@ -130,13 +225,10 @@ def test_soak_with_worker_kills(tmp_path):
     assert len(trained) == len(set(trained))
     last = steps[-1]
     memory = [(t, sum(sample.values())) for t, sample in by_process]
-    # The killed worker's memory is a saw (it starts again from nothing after every kill),
-    # which a straight line through the total misreads: the processes that live through
-    # the run, on their own.
-    lasting = [(t, sum(v for k, v in sample.items() if "RolloutActor" not in k)) for t, sample in by_process]
+    lasting = [(t, sum(v for k, v in sample.items() if lasting_process(k))) for t, sample in by_process]
     summary = {
-        "seconds": round(duration), "steps": last["version"], "worker_kills": kills,
-        "worker_restarts": last["worker_restarts"], "admitted": last["buffer"]["admitted"],
+        "seconds": round(duration), "steps": last["version"],
+        "worker_restarts": last["worker_restarts"], "restores": last["restores"], "admitted": last["buffer"]["admitted"],
         "consumed": last["buffer"]["consumed"], "dropped": last["dropped_by_reason"],
         "in_flight": last["buffer"]["in_flight"], "buffered": last["buffer"]["buffered"],
         "lost": last["buffer"]["admitted"] - last["buffer"]["consumed"] - last["buffer"]["dropped"]
@@ -144,15 +236,16 @@ def test_soak_with_worker_kills(tmp_path):
         "memory_mb_first": round(memory[0][1] / 2**20) if memory else None,
         "memory_mb_last": round(memory[-1][1] / 2**20) if memory else None,
         "memory_growth_mb_per_hour_second_half": second_half_growth_mb_per_hour(memory),
-        "growth_mb_per_hour_second_half_without_the_killed_worker": second_half_growth_mb_per_hour(lasting),
+        "growth_mb_per_hour_second_half_of_lasting_processes": second_half_growth_mb_per_hour(lasting),
         "growth_mb_per_hour_by_process": growth_by_process(by_process[len(by_process) // 2 :]),
-        # The figure the first soak reported, for comparison.
-        "rss_sum_growth_mb_per_hour_second_half": second_half_growth_mb_per_hour(resident),
     }  # fmt: skip
+    return summary, trained, last
+
+
+def write_summary(run_dir: Path, summary: dict, by_process: list) -> None:
+    """RUN/soak_memory.jsonl (each sample, MB by process class) and RUN/soak.json; prints the summary."""
     with (run_dir / "soak_memory.jsonl").open("w") as f:
         for t, sample in by_process:
             f.write(json.dumps({"t": round(t), "pss_mb": {k: round(v / 2**20, 1) for k, v in sample.items()}}) + "\n")
     (run_dir / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
-    assert summary["lost"] == 0 and len(trained) == summary["consumed"]
-    assert kills >= 1 and last["worker_restarts"] >= kills - 1  # the last kill may land after the last step
