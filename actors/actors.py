@@ -293,15 +293,19 @@ class LearnerActor:
             save_checkpoint(directory, model, self.tokenizer, None, trained_keys, None if adapter is None else write_adapter)
         return directory
 
-    def save_state(self, directory: str) -> int:
-        """learner.pt (weights, optimizers, version, RNG) and policy/ (HF) into a checkpoint
-        being built; rank 0 writes, every rank calls (the states are gathered under FSDP2).
-        With LoRA, learner.pt holds the adapters and their optimizer states, and policy/ the
-        adapter in peft's format with the tokenizer (`treadle model merge-lora` makes it a model)."""
+    def save_state(self, directory: str, trained_keys: list | None = None) -> int:
+        """learner.pt (weights, optimizers, version, RNG) and policy/ (HF, with the keys of
+        the problems it was trained on, so `treadle eval` reports accuracy_unseen) into a
+        checkpoint being built; rank 0 writes, every rank calls (the states are gathered under
+        FSDP2). With LoRA, learner.pt holds the adapters and their optimizer states, and
+        policy/ the adapter in peft's format with the tokenizer (`treadle model merge-lora`
+        makes it a model)."""
+        import json
+
         import torch
 
         from actors.run_checkpoint import LEARNER, POLICY
-        from learner.checkpoint import rng_state
+        from learner.checkpoint import TRAINED_PROBLEMS, rng_state
         from learner.models import save_model
 
         state = self.learner.state_dict()
@@ -311,8 +315,11 @@ class LearnerActor:
             torch.save({"learner": state, "rng": rng_state()}, os.path.join(directory, LEARNER))
             if adapter is None:
                 save_model(model, self.tokenizer, os.path.join(directory, POLICY))
+                if trained_keys is not None:
+                    with open(os.path.join(directory, POLICY, TRAINED_PROBLEMS), "w") as f:
+                        json.dump(trained_keys, f)
             else:
-                self._save_adapter(adapter, os.path.join(directory, POLICY))
+                self._save_adapter(adapter, os.path.join(directory, POLICY), trained_keys)
         return self.learner.version
 
     def load_state(self, directory: str) -> int:

@@ -277,7 +277,8 @@ class TrainingLoop:
 
         checkpoints = self.run_dir / "checkpoints"
         tmp = run_checkpoint.begin(checkpoints, self.version)
-        learner_saved = [rank.save_state.remote(str(tmp)) for rank in self.learners]
+        trained = [json_key(k) for k in self.inputs.trained_keys]
+        learner_saved = [rank.save_state.remote(str(tmp), trained) for rank in self.learners]
         buffer_state, episode_ids, batches = ray.get(self.buffer.checkpoint.remote())
         episodes = pa.Table.from_batches(batches) if batches else THREAD_SCHEMA.empty_table()
         assert ray.get(learner_saved) == [self.version] * len(self.learners)

@@ -38,3 +38,7 @@ def test_two_parallel_block_steps_with_the_bonus_on_shared_batches(tmp_path):
     rows = pq.read_table(sorted((run_dir / "rollouts").rglob("*.parquet"))[0]).to_pylist()
     assert max(r["thread_id"] for r in rows) >= 1  # the model opened parallel blocks
     assert all(r["episode_critical_path_tokens"] <= r["episode_total_tokens"] for r in rows)
+    # Every loop checkpoint's policy records the problems trained on, as the final one does,
+    # so `treadle eval` of an intermediate policy reports accuracy over unseen problems.
+    keys = (run_dir / "final" / "trained_problems.json").read_text()
+    assert (run_dir / "checkpoints" / "step-2" / "policy" / "trained_problems.json").read_text() == keys
