@@ -15,7 +15,8 @@ slot q may be attended by exactly the slots of its own subtree: kv may be seen b
 
     kv <= q < attend_end[kv]
 
-which is causal attention restricted to a token's ancestors (tree attention). A chain
+which is causal attention restricted to a token's ancestors (tree attention; the learner's
+attention applies exactly this rule, learner/attention_masks.py). A chain
 (one sequence) has attend_end = its end for every token, so plain packing is the special
 case, and several trees in one row never see each other.
 
@@ -143,14 +144,6 @@ def _lay_out(roots: list[_Node], paths: list[list[_Node]]) -> Tree:
         index=index,
         owner=np.array(owners, dtype=np.int64),
     )
-
-
-def tree_mask(attend_end: np.ndarray) -> np.ndarray:
-    """Dense [..., L, L] bool mask (True = query may attend key) from `attend_end` [..., L]."""
-    length = attend_end.shape[-1]
-    q = np.arange(length)[:, None]
-    kv = np.arange(length)[None, :]
-    return (kv <= q) & (q < attend_end[..., None, :])
 
 
 @dataclass

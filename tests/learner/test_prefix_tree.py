@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from learner.prefix_tree import build_tree, tree_mask
+from learner.attention_masks import dense_mask, span_mask_mod
+from learner.prefix_tree import build_tree
+
+
+def tree_mask(attend_end: np.ndarray) -> np.ndarray:
+    """[L, L] bool (True = query may attend key): the learner's span rule on one tree."""
+    ends = torch.from_numpy(attend_end)[None]
+    return dense_mask(span_mask_mod(ends), 1, len(attend_end))[0, 0].numpy()
 
 
 def test_layout_by_hand():
