@@ -42,6 +42,21 @@ def tokenizer():
     return build_tokenizer()
 
 
+def train_one_step(tokenizer, episodes, config: RLConfig):
+    """One learner step of the tiny model on the group's Arrow batch, as LearnerActor.step
+    takes it; checks the numbers are finite. (the model, its weights before the step)"""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = init_model(ModelConfig(preset="tiny", init_seed=0), tokenizer)
+    learner = RLLearner(model, config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    metrics = learner.step(pa.Table.from_batches([group_record_batch(episodes)]))
+    assert learner.version == 1
+    assert all(math.isfinite(metrics[k]) for k in ("loss", "policy_loss", "entropy", "mean_advantage"))
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    return model, before
+
+
 def hostile():
     """The roots answer from ROOTS in turn (the episodes start in order); children run away."""
     roots = iter(ROOTS)
@@ -70,16 +85,8 @@ def test_a_group_of_hostile_episodes_trains_with_finite_numbers(tokenizer):
     metas = [episode_meta(e, "g0", i, admitted_version=0) for i, e in enumerate(episodes)]
     assert [m.reward for m in metas] == [0.0, 0.0, 0.0, 0.0, 1.0]
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    model = init_model(ModelConfig(preset="tiny", init_seed=0), tokenizer)
-    learner = RLLearner(model, RLConfig(estimator="grpo", seq_len=256, rows=2))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    metrics = learner.step(pa.Table.from_batches([group_record_batch(episodes)]))  # as LearnerActor.step
-    assert learner.version == 1
-    assert all(math.isfinite(metrics[k]) for k in ("loss", "policy_loss", "entropy", "mean_advantage"))
+    model, before = train_one_step(tokenizer, episodes, RLConfig(estimator="grpo", seq_len=256, rows=2))
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # it did update
-    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
 
 PARALLEL_ROOTS = [
@@ -119,11 +126,4 @@ def test_hostile_parallel_blocks_are_bounded_scored_and_trained(tokenizer):
     assert {t.finish_reason for t in runaway.threads[1:]} <= {"length", "budget_exhausted"}
     assert runaway.verdict.reason.value != "correct"
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    model = init_model(ModelConfig(preset="tiny", init_seed=0), tokenizer)
-    learner = RLLearner(model, RLConfig(estimator="grpo", seq_len=4096, rows=1, layout="shared"))
-    metrics = learner.step(pa.Table.from_batches([group_record_batch(episodes)]))
-    assert learner.version == 1
-    assert all(math.isfinite(metrics[k]) for k in ("loss", "policy_loss", "entropy", "mean_advantage"))
-    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    train_one_step(tokenizer, episodes, RLConfig(estimator="grpo", seq_len=4096, rows=1, layout="shared"))

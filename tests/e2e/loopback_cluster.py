@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from actors.run_log import read_jsonl
-from tests.e2e.processes import command_line, descendants, is_loopback, listening
+from tests.e2e.processes import command_line, descendants, is_loopback, listening, wait_for  # noqa: F401 (for the multi-node tests)
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "ray_cluster.sh"
@@ -106,14 +106,6 @@ class LoopbackCluster:
         left = self.pids()
         shutil.rmtree(self.dir, ignore_errors=True)
         return left
-
-
-def wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert driver.poll() is None, f"the run ended before {what}: {driver.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, f"the run stalled before {what}"
-        time.sleep(0.2)
 
 
 def logged_steps(run_dir: Path) -> list[dict]:

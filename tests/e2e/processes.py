@@ -4,6 +4,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 
@@ -87,3 +89,12 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
+
+
+def wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    """Poll `condition` until it holds; fail naming `what` if the run ends or `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert driver.poll() is None, f"the run ended before {what}: {driver.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"the run stalled before {what}"
+        time.sleep(0.2)

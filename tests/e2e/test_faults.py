@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from actors.run_log import read_jsonl
-from tests.e2e.processes import actor_pid, command_line, descendants, process_name
+from tests.e2e.processes import actor_pid, command_line, descendants, process_name, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,14 +36,6 @@ def start_training(run_dir: Path, *overrides: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert driver.poll() is None, f"the run ended before {what}: {driver.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, f"the run stalled before {what}"
-        time.sleep(0.2)
-
-
 def logged_steps(run_dir: Path) -> int:
     metrics = run_dir / "train_metrics.jsonl"
     return len(metrics.read_text().splitlines()) if metrics.exists() else 0
@@ -52,7 +44,7 @@ def logged_steps(run_dir: Path) -> int:
 def train_and_kill(run_dir: Path, actor: str, *overrides: str) -> tuple[subprocess.Popen, str, str]:
     """Run a short `treadle train`, `kill -9` the `actor` after its second step, wait for the end."""
     driver = start_training(run_dir, *overrides)
-    wait_for(lambda: logged_steps(run_dir) >= 2 and actor_pid(driver.pid, actor) is not None, driver, f"a {actor}")
+    wait_for(lambda: logged_steps(run_dir) >= 2 and actor_pid(driver.pid, actor) is not None, driver, f"a {actor}", 240)
     os.kill(actor_pid(driver.pid, actor), signal.SIGKILL)
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-3000:]
@@ -95,7 +87,7 @@ def test_a_killed_driver_goes_on_from_its_last_checkpoint_with_resume(tmp_path):
     run_dir = tmp_path / "rl"
     driver = start_training(run_dir, "train.steps=6", "train.checkpoint_every=2")
     committed = run_dir / "checkpoints" / "step-2" / "manifest.json"
-    wait_for(lambda: committed.is_file() and logged_steps(run_dir) >= 3, driver, "step 3")
+    wait_for(lambda: committed.is_file() and logged_steps(run_dir) >= 3, driver, "step 3", 240)
     ray_processes = descendants(driver.pid)
     core = [pid for pid in ray_processes if not command_line(pid).endswith("Agent")]
     assert {"gcs_server", "raylet"} <= {process_name(pid) for pid in core}

@@ -26,6 +26,7 @@ from learner.packing import PackedBatch, pack
 from learner.rl_batch import MicroBatch
 from learner.sft import packed_loss
 from tests.hf_models import bpe_tokenizer, model_config
+from tests.learner.test_packing import locate
 
 # On CPU FlexAttention runs its unfused reference, and says so once.
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -122,7 +123,7 @@ def test_flex_layout_gives_the_dense_layouts_and_unpacked_logprobs(arch, tokeniz
         assert model.config._attn_implementation == packed_attention.ATTENTION
         torch.testing.assert_close(flex, dense, atol=1e-5, rtol=0)
         for ids in sequences:
-            row, start = _locate(packed, ids)
+            row, start = locate(packed, ids)
             got = flex[row, start : start + len(ids) - 1]
             torch.testing.assert_close(got, _alone(model, ids), atol=1e-5, rtol=0)
 
@@ -219,12 +220,3 @@ def test_cuda_flex_forward_and_backward_match_the_dense_layout(tokenizer):
     torch.testing.assert_close(results[FLEX][0], results[DENSE][0], atol=3e-2, rtol=0)
     cosine = torch.nn.functional.cosine_similarity(results[FLEX][1], results[DENSE][1], dim=0)
     assert cosine > 0.999, cosine
-
-
-def _locate(batch: PackedBatch, ids: list[int]) -> tuple[int, int]:
-    for row in range(batch.input_ids.shape[0]):
-        line = batch.input_ids[row].tolist()
-        for start in range(len(line) - len(ids) + 1):
-            if line[start : start + len(ids)] == ids and batch.position_ids[row, start] == 0:
-                return row, start
-    raise AssertionError("sequence not found in the batch")

@@ -72,14 +72,15 @@ def test_packed_and_unpacked_logprobs_are_equal(preset):
         ).logits
         for ids, _ in seqs:
             alone = model(torch.tensor([ids])).logits[0]
-            row, start = _locate(batch, ids)
+            row, start = locate(batch, ids)
             got = packed[row, start : start + len(ids)]
             torch.testing.assert_close(
                 logprobs(got, torch.tensor(ids)), logprobs(alone, torch.tensor(ids)), atol=1e-5, rtol=0
             )
 
 
-def _locate(batch, ids):
+def locate(batch, ids):
+    """(row, column) where sequence `ids` starts in a packed batch (at position 0)."""
     for row in range(batch.input_ids.shape[0]):
         line = batch.input_ids[row].tolist()
         for start in range(len(line) - len(ids) + 1):
