@@ -101,6 +101,7 @@ class TrainingLoop:
         self.config, self.run_dir, self.inputs = config, run_dir, inputs
         self.version = state.version if state else 0
         self.held_out = inputs.held_out
+        self.trained_json = [json_key(k) for k in inputs.trained_keys]  # saved beside every policy
         self.buffer, self.learners, self.pool = None, [], None
         self.log = RunLog(run_dir, resume_version=self.version if state else None, loggers=config.train.loggers)
         try:
@@ -171,8 +172,7 @@ class TrainingLoop:
             self.progress.close()
         self.pool.stop()  # groups being generated finish and are buffered: the last checkpoint keeps them
         checkpoint = self._checkpoint()
-        trained = [json_key(k) for k in self.inputs.trained_keys]
-        final = ray.get([rank.save.remote(str(self.run_dir / "final"), trained) for rank in self.learners])[0]
+        final = ray.get([rank.save.remote(str(self.run_dir / "final"), self.trained_json) for rank in self.learners])[0]
         (self.run_dir / "eval.json").write_text(json.dumps(self.evaluations, indent=2) + "\n")
         report = write_report(self.run_dir, self.evaluations, train.max_staleness, train.mode)
         return {**last, "evaluations": self.evaluations, "final": final, "checkpoint": str(checkpoint),
@@ -277,8 +277,7 @@ class TrainingLoop:
 
         checkpoints = self.run_dir / "checkpoints"
         tmp = run_checkpoint.begin(checkpoints, self.version)
-        trained = [json_key(k) for k in self.inputs.trained_keys]
-        learner_saved = [rank.save_state.remote(str(tmp), trained) for rank in self.learners]
+        learner_saved = [rank.save_state.remote(str(tmp), self.trained_json) for rank in self.learners]
         buffer_state, episode_ids, batches = ray.get(self.buffer.checkpoint.remote())
         episodes = pa.Table.from_batches(batches) if batches else THREAD_SCHEMA.empty_table()
         assert ray.get(learner_saved) == [self.version] * len(self.learners)

@@ -314,7 +314,6 @@ def _shared_micro_batches(
     while first < len(trees):
         rows = pack_trees([tree for _, tree in trees[first:]], seq_len, num_rows)
         assert rows.num_trees > 0
-        real = rows.tree_of >= 0
         source = np.full(rows.tree_of.shape, -1, np.int64)
         for t in range(rows.num_trees):
             here = rows.tree_of == t
@@ -342,7 +341,7 @@ def _shared_micro_batches(
                 behaviour_logprobs=gather(flat[0], 0.0, np.float32),
                 advantages=gather(flat[1], 0.0, np.float32),
                 loss_mask=loss_mask,
-                episode_index=np.where(real, gather(flat_episode, 0, np.int64), 0),
+                episode_index=gather(flat_episode, 0, np.int64),
                 versions=gather(flat[3], -1, np.int32),
             )
         )

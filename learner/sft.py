@@ -75,8 +75,13 @@ def training_units(families: Sequence[Sequences], layout: str, seq_len: int) -> 
     left out."""
     if layout == "shared":
         trees = [build_tree(family) for family in families]
-        return [tree for tree in trees if len(tree) <= seq_len], packed_trees
-    return [s for family in families for s in family if len(s[0]) <= seq_len], pack
+        return [tree for tree in trees if len(tree) <= seq_len], unit_packer(layout)
+    return [s for family in families for s in family if len(s[0]) <= seq_len], unit_packer(layout)
+
+
+def unit_packer(layout: str) -> Callable[[list[Any], int, int], PackedBatch]:
+    """How SFTConfig.layout packs its units: prefix trees (shared) or sequences (packed)."""
+    return packed_trees if layout == "shared" else pack
 
 
 def packed_loss(model: torch.nn.Module, batch: PackedBatch, device: torch.device | None = None) -> torch.Tensor:
@@ -93,14 +98,14 @@ def packed_loss(model: torch.nn.Module, batch: PackedBatch, device: torch.device
 def train_sft(
     model: torch.nn.Module,
     tokenizer: Any,
-    families: Sequence[Sequences],
+    units: Sequence[Any],
     config: SFTConfig,
     run_dir: Path,
     trained_keys: list,
     resume_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train `model` in place on `families` (each the sequences of one trace episode, or a
-    single example); returns the final metrics. Checkpoints go to run_dir/checkpoints."""
+    """Train `model` in place on `units` (from `training_units`: sequences, or prefix trees
+    under SFTConfig.layout=shared); returns the final metrics. Checkpoints go to run_dir/checkpoints."""
     from tqdm import tqdm
 
     torch.set_num_threads(config.num_threads)
@@ -112,7 +117,7 @@ def train_sft(
     optimizers = build_optimizers(
         model, config.optimizer, config.lr, config.weight_decay, (config.beta1, config.beta2), config.lr
     )
-    units, pack_units = training_units(families, config.layout, config.seq_len)
+    pack_units = unit_packer(config.layout)
     stream = SequenceStream(units, config.seed, pack=pack_units)
     step = 0
     if resume_state is not None:

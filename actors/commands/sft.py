@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from learner.sft import train_sft
 
     start = time.perf_counter()
-    _report_units(families, config.sft)
-    summary = train_sft(model, tokenizer, families, config.sft, out, trained_keys, state)
+    units = _training_units(families, config.sft)
+    summary = train_sft(model, tokenizer, units, config.sft, out, trained_keys, state)
     final = save_checkpoint(out / "final", model, tokenizer, None, trained_keys)
     minutes = (time.perf_counter() - start) / 60
     print(f"trained {config.sft.steps} steps in {minutes:.1f} min (last: {summary}); model in {final}")
@@ -130,8 +130,9 @@ def _trace_sequences(config, task, problems, out: Path, tokenizer):
     return list(episodes.values()), problem_keys(set(table["problem"]), task)
 
 
-def _report_units(families, sft) -> None:
-    """Say what sft.layout makes of the data, and what does not fit in sft.seq_len."""
+def _training_units(families, sft) -> list:
+    """What sft.layout makes of the data (learner/sft.py `training_units`), saying so and
+    what does not fit in sft.seq_len."""
     from actors.errors import UsageError
     from learner.sft import training_units
 
@@ -145,6 +146,7 @@ def _report_units(families, sft) -> None:
             print(f"left out {total - len(units)} threads longer than sft.seq_len")
     if not units:
         raise UsageError(f"sft.seq_len: nothing to train on fits in {sft.seq_len} tokens")
+    return units
 
 
 def _check_data_file(config, task, fresh_tokenizer) -> None:
