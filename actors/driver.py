@@ -226,6 +226,7 @@ class TrainingLoop:
             "reward": stats["mean_reward"],
             "accuracy": sum(e.meta.reason == "correct" for e in batch) / len(batch),
             "reasons": dict(Counter(e.meta.reason for e in batch).most_common()),
+            **_episode_lengths([e.meta for e in batch]),
             "reward_failures": reward_failures,
             **{k: stats[k] for k in STEP_STATS},
             "learner_wait_s": round(step_start - wait_start, 3),
@@ -296,6 +297,18 @@ STEP_STATS = (
     "loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "updates", "token_staleness", "tokens",
     "dual_clip_fraction", "truncated_fraction", "masked_fraction", "overlong_fraction",
 )  # fmt: skip
+
+
+def _episode_lengths(metas: list) -> dict[str, float]:
+    """The batch's mean generated tokens per episode, all threads and along the critical
+    path (what the parallelization bonus shortens), and their ratio (thread modes' speed-up)."""
+    total = sum(m.num_tokens for m in metas)
+    critical = sum(m.critical_path_tokens for m in metas)
+    lengths = {"episode_tokens": round(total / len(metas), 1)}
+    if critical:
+        lengths["episode_critical_path_tokens"] = round(critical / len(metas), 1)
+        lengths["acceleration_ratio"] = round(total / critical, 3)
+    return lengths
 
 
 def _start_learners(actor_class: Any, checkpoint: str, rl: Any, kind: placement.ActorKind, lora: Any = None) -> list:

@@ -152,4 +152,5 @@ def episode_meta(episode: Episode, group_id: str, sample_index: int, admitted_ve
         max_version=max(versions, default=admitted_version),
         reward=episode.verdict.reward,
         reason=episode.verdict.reason.value,
+        critical_path_tokens=episode.critical_path_tokens,
     )

@@ -90,6 +90,9 @@ class EpisodeMeta:
     reward: float
     reason: str = ""
     """The verdict's reason (reward.Reason): the driver counts them per step."""
+    critical_path_tokens: int = 0
+    """Generated tokens on the episode's longest chain of threads (num_tokens for one
+    thread; 0 in checkpoints written before it was recorded)."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ FLAGS = {
 WORDMATH_FLAGS = {
     "min_steps": "min_steps",
     "max_steps": "max_steps",
+    "min_parts": "min_parts",
     "max_parts": "max_parts",
+    "min_part_steps": "min_part_steps",
     "max_factor": "max_factor",
     "max_quantity": "max_quantity",
     "max_value": "max_value",
@@ -74,7 +76,9 @@ def _add_wordmath_parser(tasks: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="CONFIG", help="experiment YAML whose task.wordmath section to use")
     p.add_argument("--min-steps", type=int, help="fewest arithmetic steps of a solution (default 2)")
     p.add_argument("--max-steps", type=int, help="most arithmetic steps of a solution (default 4)")
+    p.add_argument("--min-parts", type=int, help="fewest sub-quantities combined (default 1)")
     p.add_argument("--max-parts", type=int, help="most independent sub-quantities combined (default 3)")
+    p.add_argument("--min-part-steps", type=int, help="fewest steps every sub-quantity takes, 0 to 2 (default 0)")
     p.add_argument("--max-factor", type=int, help="multipliers and divisors are 2 .. max-factor (default 9)")
     p.add_argument("--max-quantity", type=int, help="other given numbers are 2 .. max-quantity (default 50)")
     p.add_argument("--max-value", type=int, help="every result and answer is 1 .. max-value (default 500)")

@@ -7,6 +7,8 @@ from configs.typed import bounds, require
 
 FRAMES = ("total", "share", "left", "compare", "times")
 """How a problem combines its parts (reasoning/wordmath/templates.py)."""
+MOST_STEPS = 9
+"""Three parts of two steps each, two additions and a frame's step."""
 
 
 @dataclass
@@ -18,13 +20,19 @@ class WordMathConfig:
     arithmetic. `treadle data wordmath` prints how many distinct problems a setting has.
     """
 
-    min_steps: int = field(default=2, metadata=bounds(ge=1, le=6))
+    min_steps: int = field(default=2, metadata=bounds(ge=1, le=MOST_STEPS))
     """Fewest arithmetic steps (binary operations) a solution takes."""
-    max_steps: int = field(default=4, metadata=bounds(ge=1, le=6))
+    max_steps: int = field(default=4, metadata=bounds(ge=1, le=MOST_STEPS))
     """Most arithmetic steps a solution takes."""
+    min_parts: int = field(default=1, metadata=bounds(ge=1, le=3))
+    """Fewest sub-quantities a problem combines."""
     max_parts: int = field(default=3, metadata=bounds(ge=1, le=3))
     """Most sub-quantities (one per person) a problem combines at the end; parts that take
     steps of their own are independent of each other (the structure's `branches`)."""
+    min_part_steps: int = field(default=0, metadata=bounds(ge=0, le=2))
+    """Fewest steps every part takes: 0 lets a part be a given number ("Ana has 12
+    marbles."); 2 makes every part a two-step computation, so that the parts of a problem
+    are long independent branches (the parallel-block setting, configs/wordmath-parts.yaml)."""
     frames: list[str] = field(default_factory=lambda: list(FRAMES))
     """Which ways of combining the parts are drawn: total (add them up), share (add, then
     divide equally), left (add, then take away), compare (how many more), times (a
@@ -51,6 +59,8 @@ class WordMathConfig:
     def validate(self) -> None:
         steps = f"({self.min_steps} > {self.max_steps})"
         require(self.min_steps <= self.max_steps, "min_steps", f"must be <= max_steps {steps}")
+        parts = f"({self.min_parts} > {self.max_parts})"
+        require(self.min_parts <= self.max_parts, "min_parts", f"must be <= max_parts {parts}")
         unknown = ", ".join(repr(f) for f in self.frames if f not in FRAMES)
         require(not unknown, "frames", f"unknown frame(s) {unknown}; choose from {', '.join(FRAMES)}")
         require(bool(self.frames), "frames", f"at least one of {', '.join(FRAMES)}")

@@ -3,12 +3,13 @@
 A problem whose structure (reasoning/wordmath/rows.py) has two or three branches - parts
 that take steps of their own and never use each other's values - is written as one
 parallel block (reasoning/protocols/parallel.py): the assistant's answer opens with an
-outline of one goal per branch, named by the branch's label; each branch computes its
+outline of one goal per branch, the branch's label (the person whose quantity it
+computes: a name is one token or two, so the outline stays short); each branch computes its
 part's steps, one solution line each; after the join the assistant concludes with the
 steps that combine the parts and the answer line the math task's verifier reads:
 
-    <parallel><thread>Ben's cost</thread><thread>Ana's cost</thread></parallel>
-      branch 1 (prompt: the chat prompt, the outline, `<thread>Ben's cost\\n`):
+    <parallel><thread>Ben</thread><thread>Ana</thread></parallel>
+      branch 1 (prompt: the chat prompt, the outline, `<thread>Ben\\n`):
         Ben spends 3 * 5 = 15 dollars.</thread>
       branch 2: The pens cost 2 * 4 = 8 dollars.\\nAna spends 8 + 6 = 14 dollars.</thread>
     [join: both goals and bodies, then <conclusion>; observed, not trained]

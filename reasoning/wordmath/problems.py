@@ -60,8 +60,8 @@ class WordProblem:
     use each other's values (independent sub-quantities); the other steps combine them."""
     answer: int
     labels: tuple[str, ...] = ()
-    """What each branch computes, in the problem's words ("Ben's marbles", "Ana's cost"):
-    the goals of its parallel trace (reasoning/wordmath/parallel_traces.py)."""
+    """Whose quantity each branch computes (the person's name, "Ben"): the goals of its
+    parallel trace (reasoning/wordmath/parallel_traces.py)."""
 
     @property
     def key(self) -> Key:
@@ -106,7 +106,8 @@ class Drawer:
         if not frames:
             raise ProblemSpaceExhausted(
                 f"no template has between {config.min_steps} and {config.max_steps} steps with frames "
-                f"{', '.join(config.frames)} and at most {config.max_parts} parts; widen the step range"
+                f"{', '.join(config.frames)}, {config.min_parts} to {config.max_parts} parts and at least "
+                f"{config.min_part_steps} steps a part; widen the step range"
             )
         self.frames = frames
 
@@ -223,11 +224,10 @@ def _render(
         lines.append(op.sentence.format(**(part_words(part) if part is not None else frame_words)))
         if part is not None:
             branches.setdefault(part, []).append(index)
-    unit = surface["obj"] if template.world == "count" else "cost"
     return WordProblem(
         id=problem_id, template=template.id, numbers=numbers, question=" ".join(sentences), lines=tuple(lines),
         steps=tuple(steps), branches=tuple(tuple(b) for _, b in sorted(branches.items())), answer=steps[-1].value,
-        labels=tuple(f"{names[part]}'s {unit}" for part in sorted(branches)),
+        labels=tuple(names[part] for part in sorted(branches)),
     )  # fmt: skip
 
 

@@ -4,7 +4,7 @@ Problem row (train.jsonl / val.jsonl, read by the `math` task as is):
   id, question, answer (the worked solution, one step a line, then "#### N" as in
   GSM8K), structure (JSON: template, numbers, steps as {op, args, value} with args "xI"
   = the question's I-th number and "sJ" = step J's value, branches = the steps of each
-  independent sub-quantity, labels = what each branch computes in the problem's words,
+  independent sub-quantity, labels = whose quantity each branch computes (the person's name),
   answer). The wordmath task reads a problem file as WordMathProblems: math problems that
   keep their structure, from which reasoning/wordmath/parallel_traces.py writes traces.
 SFT row (sft.jsonl, for `treadle sft` with reasoning/sft_data.py): id, question, answer

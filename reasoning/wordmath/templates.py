@@ -148,16 +148,18 @@ class Template:
 
 
 def templates(config: WordMathConfig) -> dict[tuple[str, str, int], list[Template]]:
-    """Every template the settings allow, by (frame, world, number of parts), in a fixed order."""
+    """Every template the settings allow (steps, parts, steps of every part), by (frame,
+    world, number of parts), in a fixed order."""
     found: dict[tuple[str, str, int], list[Template]] = {}
     for frame in FRAMES:
         if frame not in config.frames:
             continue
         for world in WORLDS:
             for num_parts in PARTS[frame]:
-                if num_parts > config.max_parts:
+                if not config.min_parts <= num_parts <= config.max_parts:
                     continue
-                for parts in itertools.product(FRAGMENTS[world], repeat=num_parts):
+                fragments = [f for f in FRAGMENTS[world] if len(f.ops) >= config.min_part_steps]
+                for parts in itertools.product(fragments, repeat=num_parts):
                     template = Template(frame, world, parts)
                     if config.min_steps <= template.num_steps <= config.max_steps:
                         found.setdefault((frame, world, num_parts), []).append(template)

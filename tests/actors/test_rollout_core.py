@@ -60,7 +60,8 @@ def test_a_group_is_k_distinct_seeded_episodes_as_one_arrow_batch(core):
     assert batch.column("episode_id").to_pylist() == ["g0/0", "g0/1", "g0/2", "g0/3"]
     meta = episode_meta(episodes[2], "g0", 2, admitted_version=0)
     verdict = episodes[2].verdict
-    assert meta == EpisodeMeta("g0", 2, episodes[2].total_tokens, 0, 0, verdict.reward, verdict.reason.value)
+    total = episodes[2].total_tokens
+    assert meta == EpisodeMeta("g0", 2, total, 0, 0, verdict.reward, verdict.reason.value, critical_path_tokens=total)
 
 
 def test_a_ticket_picks_its_problem_and_names_its_group(core):

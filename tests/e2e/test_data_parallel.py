@@ -1,10 +1,13 @@
 """Two learner actors with gloo make the same update as one learner on the same batch,
-with whole replicas (all-reduced gradients) and with FSDP2 (sharded parameters).
+with whole replicas (all-reduced gradients) and with FSDP2 (sharded parameters), in the
+packed layout and in the prefix-shared one (each group's threads as one token tree).
 
 Real Ray actors and a real torch.distributed process group on 127.0.0.1; the committed
 APR model; episodes with random tokens of the model's vocabulary, uneven thread lengths
-(so the token-balanced shards differ in size) and two groups with different rewards.
-Episode-mean normalization and two mini-batches exercise the global loss weights.
+(so the token-balanced shards differ in size), a child thread that continues its
+parent's context (as a parallel block's branch does, so the shared layout shares it) and
+two groups with different rewards. Episode-mean normalization and two mini-batches
+exercise the global loss weights.
 """
 from __future__ import annotations
 
@@ -32,9 +35,14 @@ def rows() -> list[dict]:
     rng = np.random.default_rng(0)
     out = []
     for e, (problem, reward) in enumerate([("p", 1.0), ("p", 0.0), ("q", 1.0), ("q", 0.0), ("q", 0.0)]):
+        parent: list[int] = []
         for t in range(2):
-            prompt, output = int(rng.integers(3, 8)), int(rng.integers(5, 40))
-            ids = rng.integers(20, 1000, prompt + output).tolist()
+            # The child's prompt is its parent's whole context and a few tokens of its own.
+            prompt = int(rng.integers(3, 8) if t == 0 else rng.integers(1, 4))
+            output = int(rng.integers(5, 26))
+            ids = parent + rng.integers(20, 1000, prompt + output).tolist()
+            prompt += len(parent)
+            parent = ids
             out.append({
                 "episode_id": f"e{e}", "problem_id": problem, "numbers": [1, 2], "target": 3, "thread_id": t,
                 "parent_id": -1 if t == 0 else 0, "depth": t, "role": "root" if t == 0 else "child",
@@ -60,11 +68,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("mode", ["replicate", "fsdp2"])
-def test_two_gloo_learners_equal_one_learner(ray_session, tmp_path, mode):
+@pytest.mark.parametrize("mode, layout", [("replicate", "packed"), ("fsdp2", "packed"), ("replicate", "shared")])
+def test_two_gloo_learners_equal_one_learner(ray_session, tmp_path, mode, layout):
     from actors.actors import LearnerActor
 
-    config = replace(CONFIG, data_parallel=mode)
+    config = replace(CONFIG, data_parallel=mode, layout=layout)
     table = to_table(rows())
     single = RLLearner(load_model(CHECKPOINT), config)
     torch.set_num_threads(1)

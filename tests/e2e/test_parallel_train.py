@@ -2,8 +2,9 @@
 the committed parallel-block model in train.mode=parallel through the asynchronous loop,
 with the ThreadWeaver bonus and prefix-shared learner batches (groups of 2, 2 groups a
 step, 96 new tokens a thread). Checks: two steps with finite numbers, the buffer's
-counters balanced, episodes with several threads trained, and each trained episode's
-critical path no longer than its total."""
+counters balanced, episodes with several threads trained, each trained episode's
+critical path no longer than its total, and each step's mean episode lengths (all tokens,
+critical path) those of the episodes it consumed."""
 from __future__ import annotations
 
 import math
@@ -35,9 +36,15 @@ def test_two_parallel_block_steps_with_the_bonus_on_shared_batches(tmp_path):
         assert b["admitted"] == b["consumed"] + b["dropped"] + b["in_flight"] + b["buffered"]
     episodes = [e for line in read_jsonl(run_dir / "consumed.jsonl") for e in line["episodes"]]
     assert len(episodes) == 8
-    rows = pq.read_table(sorted((run_dir / "rollouts").rglob("*.parquet"))[0]).to_pylist()
+    rows = [r for path in sorted((run_dir / "rollouts").rglob("*.parquet")) for r in pq.read_table(path).to_pylist()]
     assert max(r["thread_id"] for r in rows) >= 1  # the model opened parallel blocks
     assert all(r["episode_critical_path_tokens"] <= r["episode_total_tokens"] for r in rows)
+    lengths = {r["episode_id"]: (r["episode_total_tokens"], r["episode_critical_path_tokens"]) for r in rows}
+    for m, line in zip(metrics, read_jsonl(run_dir / "consumed.jsonl"), strict=True):
+        consumed = [lengths[e["episode_id"]] for e in line["episodes"]]
+        assert m["episode_tokens"] == round(sum(t for t, _ in consumed) / len(consumed), 1)
+        assert m["episode_critical_path_tokens"] == round(sum(c for _, c in consumed) / len(consumed), 1)
+        assert m["acceleration_ratio"] >= 1.0
     # Every loop checkpoint's policy records the problems trained on, as the final one does,
     # so `treadle eval` of an intermediate policy reports accuracy over unseen problems.
     keys = (run_dir / "final" / "trained_problems.json").read_text()

@@ -52,6 +52,12 @@ def test_data_wordmath_as_in_the_issue(tmp_path):
 def test_data_wordmath_count_and_bad_flags():
     counted = treadle("data", "wordmath", "--max-steps", "2", "--count")
     assert counted.returncode == 0 and "admit 2,447,235 distinct problems" in counted.stdout
+    parts = treadle("data", "wordmath", "--config", "configs/wordmath-parts.yaml", "--count")
+    assert parts.returncode == 0 and "admit 4,259,306,530,019 distinct problems" in parts.stdout
+    flags = ("--min-parts", "3", "--max-parts", "3", "--min-part-steps", "2", "--min-steps", "5", "--max-steps", "9")
+    assert treadle("data", "wordmath", *flags, "--count").returncode == 0
+    bad_parts = treadle("data", "wordmath", "--min-parts", "3", "--max-parts", "2", "--count")
+    assert bad_parts.returncode == 2 and "task.wordmath.min_parts: must be <= max_parts" in bad_parts.stderr
     bad = treadle("data", "wordmath", "--out", "/nonexistent/x", "--min-steps", "4", "--max-steps", "2")
     assert bad.returncode == 2 and "task.wordmath.min_steps: must be <= max_steps" in bad.stderr
     missing = treadle("data", "wordmath")

@@ -109,9 +109,29 @@ def test_counts_match_brute_force_enumeration():
 
 
 def test_distinct_counts_of_the_named_settings():
-    # The figures configs/wordmath.yaml states.
+    # The figures configs/wordmath.yaml and configs/wordmath-parts.yaml state.
     assert count_distinct(WordMathConfig()) == 8_758_409_750
     assert count_distinct(WordMathConfig(max_steps=2)) == 2_447_235
+    assert count_distinct(PARTS) == 4_259_306_530_019
+
+
+PARTS = WordMathConfig(
+    min_steps=5, max_steps=9, min_parts=3, max_parts=3, min_part_steps=2, frames=["total", "share", "left"],
+    max_factor=5, max_quantity=20, max_value=300, num_train=300, num_val=50, seed=2,
+)  # fmt: skip
+
+
+def test_parts_settings_make_every_part_a_branch_of_its_own_steps():
+    # configs/wordmath-parts.yaml: three people, each a two-step computation, then the frame.
+    train, val = generate_problems(PARTS)
+    for problem in train + val:
+        assert [len(branch) for branch in problem.branches] == [2, 2, 2], problem.template
+        assert len(problem.steps) in (8, 9)  # two additions, and share or left take one more step
+        assert len(problem.labels) == 3 and all(label in problem.question for label in problem.labels)
+    two_parts = WordMathConfig(min_parts=2, max_parts=2, min_part_steps=1, max_steps=6, num_train=200, num_val=0)
+    for problem in generate_problems(two_parts)[0]:
+        assert len(problem.branches) == 2 and all(len(branch) >= 1 for branch in problem.branches)
+    assert {t.frame for group in templates(two_parts).values() for t in group} == {"total", "share", "left", "compare"}
 
 
 def test_too_few_problems_is_an_error_naming_the_count():
@@ -126,6 +146,12 @@ def test_too_few_problems_is_an_error_naming_the_count():
 def test_config_is_validated_with_the_key_named():
     with pytest.raises(ConfigError, match=r"task\.wordmath\.min_steps: must be <= max_steps"):
         build(TaskConfig, {"name": "wordmath", "wordmath": {"min_steps": 4, "max_steps": 2}}, path="task")
+    with pytest.raises(ConfigError, match=r"task\.wordmath\.min_parts: must be <= max_parts \(3 > 2\)"):
+        build(TaskConfig, {"name": "wordmath", "wordmath": {"min_parts": 3, "max_parts": 2}}, path="task")
+    with pytest.raises(ConfigError, match=r"task\.wordmath\.min_part_steps"):
+        build(TaskConfig, {"name": "wordmath", "wordmath": {"min_part_steps": 3}}, path="task")
+    with pytest.raises(ProblemSpaceExhausted, match="no template has between 2 and 4 steps .* 3 to 3 parts"):
+        generate_problems(WordMathConfig(min_parts=3, min_part_steps=2))
     with pytest.raises(ConfigError, match=r"task\.wordmath\.frames: unknown frame\(s\) 'sum'"):
         build(TaskConfig, {"name": "wordmath", "wordmath": {"frames": ["total", "sum"]}}, path="task")
 
