@@ -34,7 +34,7 @@ WANDB_RUN_ID = "wandb_run_id"
 SCALARS = (
     "reward", "accuracy", "loss", "entropy", "clip_fraction", "mismatch_kl", "max_token_staleness", "learner_wait_s",
     "learner_step_s", "weight_sync_s", "rollout_tokens_per_s", "rollout_idle_ratio", "learner_idle_ratio",
-    "eval_accuracy", "worker_restarts",
+    "eval_accuracy", "worker_restarts", "episode_tokens", "episode_critical_path_tokens", "acceleration_ratio",
 )  # fmt: skip
 BUFFER_COUNTS = ("admitted", "consumed", "dropped", "in_flight", "buffered")
 
