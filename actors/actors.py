@@ -300,12 +300,10 @@ class LearnerActor:
         FSDP2). With LoRA, learner.pt holds the adapters and their optimizer states, and
         policy/ the adapter in peft's format with the tokenizer (`treadle model merge-lora`
         makes it a model)."""
-        import json
-
         import torch
 
         from actors.run_checkpoint import LEARNER, POLICY
-        from learner.checkpoint import TRAINED_PROBLEMS, rng_state
+        from learner.checkpoint import rng_state, write_trained_keys
         from learner.models import save_model
 
         state = self.learner.state_dict()
@@ -315,9 +313,7 @@ class LearnerActor:
             torch.save({"learner": state, "rng": rng_state()}, os.path.join(directory, LEARNER))
             if adapter is None:
                 save_model(model, self.tokenizer, os.path.join(directory, POLICY))
-                if trained_keys is not None:
-                    with open(os.path.join(directory, POLICY, TRAINED_PROBLEMS), "w") as f:
-                        json.dump(trained_keys, f)
+                write_trained_keys(os.path.join(directory, POLICY), trained_keys)
             else:
                 self._save_adapter(adapter, os.path.join(directory, POLICY), trained_keys)
         return self.learner.version
@@ -345,16 +341,12 @@ class LearnerActor:
     def _save_adapter(self, adapter: dict, directory: str, trained_keys: list | None = None) -> None:
         """The adapter in peft's format (naming this learner's checkpoint as its base), the
         tokenizer and the trained problems' keys: what `treadle model merge-lora` needs."""
-        import json
-
-        from learner.checkpoint import TRAINED_PROBLEMS
+        from learner.checkpoint import write_trained_keys
         from learner.lora import save_adapter
 
         save_adapter(self.learner.peft, adapter, directory, self.checkpoint)
         self.tokenizer.save_pretrained(directory)
-        if trained_keys is not None:
-            with open(os.path.join(directory, TRAINED_PROBLEMS), "w") as f:
-                json.dump(trained_keys, f)
+        write_trained_keys(directory, trained_keys)
 
     def _whole_model(self):
         """The policy with whole parameters on rank 0 (gathered into a fresh copy under FSDP2;

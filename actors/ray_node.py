@@ -22,7 +22,7 @@ import argparse
 import json
 import sys
 
-from actors.ray_setup import LOOPBACK, keep_ray_on_loopback
+from actors.ray_setup import LOOPBACK, free_port, keep_ray_on_loopback
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,14 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ):
         parser.error(f"--resources must map names to amounts >= 0, got {args.resources!r}")
     return args
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 def start_node(args: argparse.Namespace) -> str:

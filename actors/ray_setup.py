@@ -36,6 +36,15 @@ def keep_ray_on_loopback() -> None:
     os.environ.setdefault(USAGE_STATS_SWITCH, "0")
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (another process may take it before it is used)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
 def is_loopback_address(address: str) -> bool:
     """Whether a Ray address (`127.0.0.1:6379`, `http://localhost:8265`, ...) names this machine's loopback."""
     host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")

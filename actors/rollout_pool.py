@@ -11,8 +11,8 @@ from seconds to however long the cluster lacks such a node, so the pool never wa
   incomplete groups as "worker_died" (its complete groups stay: the buffer owns their
   data), and from then on probes the worker with the current weights, at most once a
   second, without blocking; once a probe lands, the worker is given the weights of the
-  version the learner has reached meanwhile, and its loop starts again. A worker not back after WORKER_RESTART_S is an error
-  naming train.rollout_resources.
+  version the learner has reached meanwhile, and its loop starts again. A worker not back
+  after WORKER_RESTART_S is an error naming train.rollout_resources.
 - `call` (weights and stats after each step) skips workers being restarted and counts a
   worker that fails meanwhile as gone (None), so one lost node never stalls the learner.
 - `evaluate` runs on a worker that is up, and on another if that one dies meanwhile.

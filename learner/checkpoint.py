@@ -42,8 +42,7 @@ def save_checkpoint(
     save_model(model, tokenizer, tmp)
     if trainer_state is not None:
         torch.save(trainer_state, tmp / TRAINER_STATE)
-    if trained_keys is not None:
-        (tmp / TRAINED_PROBLEMS).write_text(json.dumps(trained_keys))
+    write_trained_keys(tmp, trained_keys)
     if extras is not None:
         extras(tmp)
     return commit_directory(tmp, directory)
@@ -57,6 +56,13 @@ def load_trainer_state(directory: str | Path) -> dict[str, Any]:
         return torch.load(path, weights_only=False)
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: unreadable trainer state ({e})") from None
+
+
+def write_trained_keys(directory: str | Path, trained_keys: list | None) -> None:
+    """TRAINED_PROBLEMS in `directory`: the keys of the problems a policy was trained on
+    (JSON), so that evaluations report accuracy over unseen problems; None writes nothing."""
+    if trained_keys is not None:
+        (Path(directory) / TRAINED_PROBLEMS).write_text(json.dumps(trained_keys))
 
 
 def load_trained_keys(directory: str | Path) -> set[Any] | None:

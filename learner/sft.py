@@ -69,14 +69,14 @@ class SequenceStream:
         return {"epoch": self.epoch, "position": self.position}
 
 
-def training_units(families: Sequence[Sequences], layout: str, seq_len: int) -> tuple[list[Any], Callable]:
-    """(the stream's units, its pack function) for `families` (the sequences of one trace
-    episode, or one example each) under SFTConfig.layout; units longer than `seq_len` are
-    left out."""
+def training_units(families: Sequence[Sequences], layout: str, seq_len: int) -> list[Any]:
+    """The stream's units for `families` (the sequences of one trace episode, or one example
+    each) under SFTConfig.layout: one prefix tree per family (shared) or the sequences
+    (packed); units longer than `seq_len` are left out. `unit_packer(layout)` packs them."""
     if layout == "shared":
         trees = [build_tree(family) for family in families]
-        return [tree for tree in trees if len(tree) <= seq_len], unit_packer(layout)
-    return [s for family in families for s in family if len(s[0]) <= seq_len], unit_packer(layout)
+        return [tree for tree in trees if len(tree) <= seq_len]
+    return [s for family in families for s in family if len(s[0]) <= seq_len]
 
 
 def unit_packer(layout: str) -> Callable[[list[Any], int, int], PackedBatch]:

@@ -136,7 +136,7 @@ def _training_units(families, sft) -> list:
     from actors.errors import UsageError
     from learner.sft import training_units
 
-    units, _ = training_units(families, sft.layout, sft.seq_len)
+    units = training_units(families, sft.layout, sft.seq_len)
     if sft.layout == "shared":
         print(f"training on {len(units)} prefix trees of {len(families)} episodes; left out {len(families) - len(units)} "
               f"longer than sft.seq_len")  # fmt: skip

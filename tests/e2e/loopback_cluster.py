@@ -13,13 +13,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from actors.ray_setup import free_port
 from actors.run_log import read_jsonl
 from tests.e2e.processes import command_line, descendants, is_loopback, listening, wait_for  # noqa: F401 (for the multi-node tests)
 
@@ -27,12 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "ray_cluster.sh"
 PORTS = ("GCS", "DASHBOARD", "METRICS", "CLIENT", "AGENT_LISTEN", "AGENT_GRPC", "RUNTIME_ENV")
 FAST_NODE_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LoopbackCluster:

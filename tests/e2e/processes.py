@@ -89,8 +89,6 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
-
-
 def wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 300) -> None:
     """Poll `condition` until it holds; fail naming `what` if the run ends or `timeout` s pass."""
     deadline = time.monotonic() + timeout

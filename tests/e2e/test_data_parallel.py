@@ -11,7 +11,6 @@ exercise the global loss weights.
 """
 from __future__ import annotations
 
-import socket
 from dataclasses import replace
 
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 import ray
 import torch
 
-from actors.ray_setup import LOOPBACK, keep_ray_on_loopback
+from actors.ray_setup import LOOPBACK, free_port, keep_ray_on_loopback
 from configs.typed import build
 from learner.models import load_model
 from learner.rl_config import RLConfig
@@ -60,12 +59,6 @@ def ray_session():
              _node_ip_address=LOOPBACK, log_to_driver=False)  # fmt: skip
     yield
     ray.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("mode, layout", [("replicate", "packed"), ("fsdp2", "packed"), ("replicate", "shared")])

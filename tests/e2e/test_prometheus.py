@@ -30,8 +30,9 @@ from pathlib import Path
 import pytest
 
 from actors.commands.dashboard import DASHBOARD_FILE, GRAFANA_DASHBOARDS, PROMETHEUS_FILE, panel_queries
+from actors.ray_setup import free_port
 from tests.e2e.processes import is_loopback, listening
-from tests.e2e.test_ray_job import REPO, free_port, head_node  # noqa: F401  (head_node is a fixture)
+from tests.e2e.test_ray_job import REPO, head_node  # noqa: F401  (head_node is a fixture)
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(

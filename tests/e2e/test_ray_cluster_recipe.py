@@ -20,20 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from actors.ray_setup import free_port
 from tests.e2e.processes import command_line, descendants, is_loopback, listening
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SCRIPT = REPO / "scripts" / "ray_cluster.sh"
 PORTS = ("GCS", "DASHBOARD", "METRICS", "CLIENT", "AGENT_LISTEN", "AGENT_GRPC", "RUNTIME_ENV")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_pids(temp_dir: str) -> list[int]:

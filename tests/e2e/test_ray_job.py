@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,16 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from actors.ray_setup import free_port
 from tests.e2e.processes import command_line, descendants, is_loopback, listening
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ray_cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:

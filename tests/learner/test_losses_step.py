@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import socket
 from dataclasses import replace
 
 import pytest
 import torch
 
+from actors.ray_setup import free_port
 from learner import rl_step
 from learner.episode_stats import EpisodeIndex, episode_means, episode_token_mean
 from learner.rl_batch import build_batch
@@ -152,12 +152,6 @@ def _rank(rank: int, port: int, settings: dict, rows: list, out: dict) -> None:
     RLLearner(model, config, rank=rank, world_size=2).step(rows)
     out[rank] = {k: v.clone() for k, v in model.state_dict().items()}
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_ranks_make_the_update_of_one_learner_with_sequence_level_figures(tokenizer):

@@ -7,7 +7,7 @@ from configs.experiment import load_config
 from learner.models import init_model
 from learner.packing import pack
 from learner.prefix_tree import build_tree, packed_trees
-from learner.sft import SequenceStream, packed_loss, training_units
+from learner.sft import SequenceStream, packed_loss, training_units, unit_packer
 from reasoning.tasks import make_task
 
 
@@ -46,7 +46,7 @@ def test_shared_trees_give_the_packed_loss_and_gradients_on_fewer_tokens():
 
 def test_the_stream_advances_by_whole_trees_and_resumes_where_it_was():
     families, _, _ = parallel_trace_families(6)
-    units, pack_units = training_units(families, "shared", seq_len=512)
+    units, pack_units = training_units(families, "shared", seq_len=512), unit_packer("shared")
     assert len(units) == len(families)
     stream = SequenceStream(units, seed=3, pack=pack_units)
     first = [stream.next_batch(512, 1) for _ in range(2)]
