@@ -15,7 +15,8 @@ train_metrics.jsonl, the consumed-episode ledger, TensorBoard) and sets the `tre
 metrics of the Ray dashboard (actors/dashboard_metrics.py); every `train.eval_every`
 steps (and after the last) a rollout worker evaluates held-out problems greedily with
 the weights it holds. The loop is checkpointed every `train.checkpoint_every` steps and
-after the last (actors/run_checkpoint.py); `resume` goes on from such a checkpoint with
+after the last (actors/run_checkpoint.py), or after the step in progress when SIGTERM
+(`ray job stop`) or SIGINT asks it to stop (actors/stop_request.py); `resume` goes on from such a checkpoint with
 the buffered episodes it holds, and so does the driver itself when a learner dies (it
 rebuilds every actor from the newest checkpoint; the steps after it are undone and
 redone). A rollout worker that dies, alone or with its node, is restarted by Ray and
@@ -42,6 +43,7 @@ from actors import placement, run_checkpoint
 from actors.errors import UsageError
 from actors.progress import Progress, quiet_libraries
 from actors.run_checkpoint import LoopCheckpoint
+from actors.stop_request import StopRequest
 from actors.run_inputs import RunInputs, json_key, prepare_inputs
 
 CONFIG_FILE = "config.yaml"
@@ -158,25 +160,28 @@ class TrainingLoop:
         self.clock.start()
         self.pool.start(self.buffer, [self.problems_ref])
         last: dict[str, Any] = {}
-        try:
-            while self.version < train.steps:
-                last = self._step()
-                if train.eval_every and (self.version % train.eval_every == 0 or self.version == train.steps):
-                    last["eval_accuracy"] = self._evaluate()
-                self.log.step(last, last.pop("consumed"))
-                self.dashboard.record(last)
-                if train.checkpoint_every and self.version % train.checkpoint_every == 0 and self.version < train.steps:
-                    self._checkpoint()
-                self.progress.step(last)
-        finally:
-            self.progress.close()
-        self.pool.stop()  # groups being generated finish and are buffered: the last checkpoint keeps them
-        checkpoint = self._checkpoint()
+        with StopRequest() as stop:  # SIGTERM (ray job stop) or SIGINT: end after the step, checkpointed
+            try:
+                while self.version < train.steps and not stop.requested:
+                    last = self._step()
+                    if train.eval_every and (self.version % train.eval_every == 0 or self.version == train.steps):
+                        last["eval_accuracy"] = self._evaluate()
+                    self.log.step(last, last.pop("consumed"))
+                    self.dashboard.record(last)
+                    if train.checkpoint_every and self.version % train.checkpoint_every == 0 and self.version < train.steps:
+                        self._checkpoint()
+                    self.progress.step(last)
+            finally:
+                self.progress.close()
+            self.pool.stop()  # groups being generated finish and are buffered: the last checkpoint keeps them
+            checkpoint = self._checkpoint()
+        paths = {"checkpoint": str(checkpoint), "metrics": str(self.log.metrics_path), "ledger": str(self.log.ledger_path)}
+        if self.version < train.steps:  # stopped by a signal: `treadle train --resume` goes on from `checkpoint`
+            return {**last, "version": self.version, "evaluations": self.evaluations, "stopped": stop.requested, **paths}
         final = ray.get([rank.save.remote(str(self.run_dir / "final"), self.trained_json) for rank in self.learners])[0]
         (self.run_dir / "eval.json").write_text(json.dumps(self.evaluations, indent=2) + "\n")
         report = write_report(self.run_dir, self.evaluations, train.max_staleness, train.mode)
-        return {**last, "evaluations": self.evaluations, "final": final, "checkpoint": str(checkpoint),
-                "metrics": str(self.log.metrics_path), "ledger": str(self.log.ledger_path), "report": str(report)}  # fmt: skip
+        return {**last, "evaluations": self.evaluations, "final": final, "report": str(report), **paths}
 
     def shutdown(self) -> None:
         """Close the logs and free the actor names and CPUs (for another run in this process)."""

@@ -32,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import signal
     from pathlib import Path
 
     from actors.driver import CONFIG_FILE, run_training
@@ -66,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(summary))
     print(f"run directory: {directory}")
     for name in ("report", "metrics", "ledger", "checkpoint", "final"):
-        print(f"{name}: {Path(result[name]).resolve()}")
+        if name in result:
+            print(f"{name}: {Path(result[name]).resolve()}")
+    if "stopped" in result:
+        print(f"stopped by {result['stopped']} at step {result['version']}: go on with `treadle train --resume {directory}`")
+        return 128 + signal.Signals[result["stopped"]].value  # as a process ended by that signal reports it
     return 0
 
