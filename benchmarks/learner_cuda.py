@@ -91,7 +91,7 @@ def timed_steps(model, batch, steps: int) -> tuple[float, float] | None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from learner.models import init_model
+    from learner.models import enable_activation_checkpointing, init_model
     from learner.packed_attention import DENSE, FLEX, use_layout
     from learner.presets import ModelConfig, PRESETS
     from reasoning.countdown.tokenizer import build_tokenizer
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = build_tokenizer()
     model = init_model(ModelConfig(preset=args.preset, init_seed=0), tokenizer).float().cuda().train()
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     packed, causal = full_rows(args.rows, args.seq_len, len(tokenizer))
     use_layout(model, FLEX)
     runs = {"packed": timed_steps(model, packed, args.steps), "causal": timed_steps(model, causal, args.steps)}

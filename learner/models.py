@@ -83,6 +83,18 @@ def init_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTr
     return model.to(DTYPES[config.dtype])
 
 
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each layer's activations in the backward (non-reentrant), by the name the
+    installed transformers gives it: `activation_checkpointing_enable` since 5.2x, where
+    `gradient_checkpointing_enable` is a deprecated alias; the old name before that (the
+    GPU machines' 5.17)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     """Distinct parameters (a tied embedding and head count once)."""
     return sum(p.numel() for p in model.parameters())

@@ -46,6 +46,7 @@ import torch
 from learner.label_logprobs import label_logprobs
 from learner.lora_config import LoRAConfig
 from learner.optim import build_optimizers
+from learner.models import enable_activation_checkpointing
 from learner.data_parallel import (
     all_reduce_gradients,
     all_reduce_sum,
@@ -104,7 +105,7 @@ class RLLearner:
             self.peft = add_adapters(model, self.lora)  # in place: `model` now holds the adapters, the rest frozen
         self.model = model.float().to(self.device).train()  # fp32 master weights, also under bf16 autocast
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model)
         if self.sharded:
             self.model = shard_model(self.model, world_size, self.device.type)
         self.optimizers = build_optimizers(

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from learner.checkpoint import prune_checkpoints, rng_state, save_checkpoint, set_rng_state
+from learner.models import enable_activation_checkpointing
 from learner.optim import build_optimizers
 from learner.packed_attention import forward_inputs
 from learner.packing import IGNORE, PackedBatch, pack
@@ -113,7 +114,7 @@ def train_sft(
     device = torch.device(config.device)
     model.to(device).train()
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     optimizers = build_optimizers(
         model, config.optimizer, config.lr, config.weight_decay, (config.beta1, config.beta2), config.lr
     )

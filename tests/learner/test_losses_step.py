@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from dataclasses import replace
 
 import pytest
 import torch
