@@ -4,11 +4,13 @@ A problem whose structure (reasoning/wordmath/rows.py) has two or three branches
 that take steps of their own and never use each other's values - is written as one
 parallel block (reasoning/protocols/parallel.py): the assistant's answer opens with an
 outline of one goal per branch, the branch's label (the person whose quantity it
-computes: a name is one token or two, so the outline stays short); each branch computes its
-part's steps, one solution line each; after the join the assistant concludes with the
-steps that combine the parts and the answer line the math task's verifier reads:
+computes) spelled as the question writes it, so that its tokens are the very tokens of
+the person's part there (" Ana" mid-sentence, "Ben" at the start; a name is one token or
+two, so the outline stays short); each branch computes its part's steps, one solution
+line each; after the join the assistant concludes with the steps that combine the parts
+and the answer line the math task's verifier reads:
 
-    <parallel><thread>Ben</thread><thread>Ana</thread></parallel>
+    <parallel><thread>Ben</thread><thread> Ana</thread></parallel>
       branch 1 (prompt: the chat prompt, the outline, `<thread>Ben\\n`):
         Ben spends 3 * 5 = 15 dollars.</thread>
       branch 2: The pens cost 2 * 4 = 8 dollars.\\nAna spends 8 + 6 = 14 dollars.</thread>
@@ -26,6 +28,7 @@ the wordmath task (WordMathProblem), or generated (rows.math_problem).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -47,12 +50,13 @@ class Solution:
 
     lines: tuple[str, ...]
     branches: tuple[tuple[int, ...], ...]
-    labels: tuple[str, ...]
+    goals: tuple[str, ...]
+    """One per branch: its label (the person) as the question writes it (`as_written`)."""
     answer: int
 
 
 def read_solution(problem: WordMathProblem) -> Solution:
-    """The solution lines (from the GSM8K answer) with the structure's branches and labels."""
+    """The solution lines (from the GSM8K answer) with the structure's branches and their goals."""
     where = f"problem {problem.id}"
     if not getattr(problem, "structure", ""):
         raise StructureError(
@@ -85,7 +89,17 @@ def read_solution(problem: WordMathProblem) -> Solution:
     for label in labels:
         if not isinstance(label, str) or not label.strip() or "\n" in label or any(t in label for t in MARKUP_TAGS):
             raise StructureError(f"{where}: label {label!r} cannot be a goal (one line of text without tags)")
-    return Solution(tuple(lines), branches, labels, answer)
+    return Solution(tuple(lines), branches, tuple(as_written(label, problem.question) for label in labels), answer)
+
+
+def as_written(label: str, question: str) -> str:
+    """`label` spelled as the question first writes it: with the space before it when one
+    precedes it there. A byte-level BPE gives " Ben" and "Ben" different tokens, so the
+    goal is the very token of the person's part in the question and a branch finds its
+    part by matching it (a 4.9M model trained here did not learn to match "Ben" to " Ben").
+    """
+    found = re.search(rf"(?<!\w){re.escape(label)}(?!\w)", question)
+    return " " + label if found and found.start() > 0 and question[found.start() - 1] == " " else label
 
 
 def solution_thread(solution: Solution, kind: str = "parallel") -> ThreadText:
@@ -98,7 +112,7 @@ def solution_thread(solution: Solution, kind: str = "parallel") -> ThreadText:
     branches = [ThreadText(["\n".join(solution.lines[i] for i in branch)]) for branch in solution.branches]
     combine = [line for i, line in enumerate(solution.lines) if i not in in_branch]
     conclusion = "\n".join([*combine, answer_line(solution.answer)]) + CONCLUSION_CLOSE
-    return ThreadText([Block(list(solution.labels), branches), conclusion])
+    return ThreadText([Block(list(solution.goals), branches), conclusion])
 
 
 def trace_rows(

@@ -21,7 +21,7 @@ from reasoning.countdown.config import TraceConfig
 from reasoning.tasks import TaskConfig, TaskError, make_task
 from reasoning.trace_rows import ThreadText
 from reasoning.wordmath.config import WordMathConfig
-from reasoning.wordmath.parallel_traces import read_solution, solution_thread
+from reasoning.wordmath.parallel_traces import as_written, read_solution, solution_thread
 from reasoning.wordmath.problems import generate_problems
 from reasoning.wordmath.rows import chat_solution, math_problem, problem_row, write_rows
 from reward.math_answer import extract_answer
@@ -63,7 +63,7 @@ def test_every_equation_of_every_thread_checks(problems):
             assert check_equations(thread.parts[0], numbers)[-1] == word.answer
             continue
         block, conclusion = thread.parts
-        assert isinstance(conclusion, str) and block.goals == list(word.labels)
+        assert isinstance(conclusion, str) and block.goals == [as_written(label, word.question) for label in word.labels]
         joined: list[int] = []
         for branch, steps in zip(block.branches, word.branches):
             (text,) = branch.parts
@@ -72,6 +72,23 @@ def test_every_equation_of_every_thread_checks(problems):
         assert conclusion.endswith(f"The answer is \\boxed{{{word.answer}}}.</conclusion>")
         assert check_equations(conclusion.removesuffix("</conclusion>"), numbers | set(joined))[-1] == word.answer
     assert num_by_branches.keys() == {0, 1, 2, 3}
+
+
+def test_a_goal_is_its_label_as_the_question_writes_it():
+    question = "Ben has 3 bags. Then Ana buys 2 pens, and Ben.s friend Banana... Ana."
+    assert as_written("Ben", question) == "Ben"  # the question's first word: no space before it
+    assert as_written("Ana", question) == " Ana"  # the first whole-word match, not "Banana"
+    assert as_written("Cal", question) == "Cal"  # not in the question: as it is
+    assert as_written("Ana", "(Ana) has 2.") == "Ana"  # a whole word after a non-space
+
+
+def test_goals_are_the_tokens_of_their_part_in_the_prompt(problems, task, tokenizer):
+    for word in [w for w in problems if len(w.branches) > 1][:100]:
+        problem = math_problem(word)
+        prompt = task.prompt_ids(problem, tokenizer)
+        for goal in read_solution(problem).goals:
+            ids = tokenizer(goal, add_special_tokens=False)["input_ids"]
+            assert any(prompt[i : i + len(ids)] == ids for i in range(len(prompt))), (goal, word.question)
 
 
 def test_labels_name_each_branchs_person(problems):
