@@ -16,10 +16,10 @@ metrics of the Ray dashboard (actors/dashboard_metrics.py); every `train.eval_ev
 steps (and after the last) a rollout worker evaluates held-out problems greedily with
 the weights it holds. The loop is checkpointed every `train.checkpoint_every` steps and
 after the last (actors/run_checkpoint.py), or after the step in progress when SIGTERM
-(`ray job stop`) or SIGINT asks it to stop (actors/stop_request.py); `resume` goes on from such a checkpoint with
-the buffered episodes it holds, and so does the driver itself when a learner dies (it
-rebuilds every actor from the newest checkpoint; the steps after it are undone and
-redone). A rollout worker that dies, alone or with its node, is restarted by Ray and
+(`ray job stop`) or SIGINT asks it to stop (actors/stop_request.py); `resume` goes on
+from such a checkpoint with the buffered episodes it holds, and so does the driver
+itself when a learner dies (it rebuilds every actor from the newest checkpoint; the
+steps after it are undone and redone). A rollout worker that dies, alone or with its node, is restarted by Ray and
 caught up without going back, while the learner goes on (actors/rollout_pool.py). On a
 cluster, the actors are placed by the resources they ask for (actors/placement.py); the
 buffer stays on the driver's node, whose object store holds the episodes it owns. The
@@ -43,8 +43,8 @@ from actors import placement, run_checkpoint
 from actors.errors import UsageError
 from actors.progress import Progress, quiet_libraries
 from actors.run_checkpoint import LoopCheckpoint
-from actors.stop_request import StopRequest
 from actors.run_inputs import RunInputs, json_key, prepare_inputs
+from actors.stop_request import StopRequest
 
 CONFIG_FILE = "config.yaml"
 

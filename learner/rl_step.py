@@ -45,8 +45,8 @@ import torch
 
 from learner.label_logprobs import label_logprobs
 from learner.lora_config import LoRAConfig
-from learner.optim import build_optimizers
 from learner.models import enable_activation_checkpointing
+from learner.optim import build_optimizers
 from learner.data_parallel import (
     all_reduce_gradients,
     all_reduce_sum,
