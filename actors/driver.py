@@ -19,12 +19,12 @@ after the last (actors/run_checkpoint.py), or after the step in progress when SI
 (`ray job stop`) or SIGINT asks it to stop (actors/stop_request.py); `resume` goes on
 from such a checkpoint with the buffered episodes it holds, and so does the driver
 itself when a learner dies (it rebuilds every actor from the newest checkpoint; the
-steps after it are undone and redone). A rollout worker that dies, alone or with its node, is restarted by Ray and
-caught up without going back, while the learner goes on (actors/rollout_pool.py). On a
-cluster, the actors are placed by the resources they ask for (actors/placement.py); the
-buffer stays on the driver's node, whose object store holds the episodes it owns. The
-final policy is saved to RUN/final (with `model.lora`, the merged model, its adapter in
-peft's format in RUN/final/adapter/; learner/lora.py).
+steps after it are undone and redone). A rollout worker that dies, alone or with its
+node, is restarted by Ray and caught up without going back, while the learner goes on
+(actors/rollout_pool.py). On a cluster, the actors are placed by the resources they ask
+for (actors/placement.py); the buffer stays on the driver's node, whose object store
+holds the episodes it owns. The final policy is saved to RUN/final (with `model.lora`,
+the merged model, its adapter in peft's format in RUN/final/adapter/; learner/lora.py).
 """
 from __future__ import annotations
 
