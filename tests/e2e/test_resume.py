@@ -62,7 +62,6 @@ def test_resume_trains_the_buffered_episodes_once_and_loses_none(tmp_path):
     assert len(set(tickets)) == 8
 
 
-
 def test_sigterm_ends_the_loop_after_its_step_with_a_checkpoint_that_resume_goes_on_from(tmp_path):
     """What `ray job stop` sends: the step in progress finishes, the loop is checkpointed
     (here it would not be otherwise: checkpoint_every=0), and a resume continues the ledger."""
