@@ -23,7 +23,7 @@ class RunInputs:
     train_problems: list
     held_out: list
     trained_keys: list
-    """Problem keys: the start policy's (its trained_problems.json) and this run's train problems."""
+    """Problem keys: the start policy's (its trained_problems.json.gz) and this run's train problems."""
 
 
 def prepare_inputs(config: Any) -> RunInputs:
@@ -53,20 +53,21 @@ def prepare_inputs(config: Any) -> RunInputs:
         if config.engine.backend == "paged":  # an architecture the paged engine refuses, named now
             ModelShape.from_config(read_config(policy))
         tokenizer = load_tokenizer(policy)
+        start_keys = load_trained_keys(policy) or ()
         train_problems, held_out = task.split()
         sampling = SamplingParams(max_tokens=config.train.max_new_tokens)
         make_controller(config.train.mode, None, tokenizer, task, sampling, config.threads)
-    except (TaskError, TokenizerError, UnsupportedModel, ValueError) as e:
+    except (TaskError, TokenizerError, UnsupportedModel, ValueError) as e:  # ValueError: CheckpointError too
         raise UsageError(str(e)) from None
     finally:
         task.close()
     if not held_out and config.train.eval_every:
         raise UsageError("task.eval_file: evaluations (train.eval_every > 0) need held-out problems; "
                          "give task.eval_file or set train.eval_every=0")  # fmt: skip
-    keys = set(load_trained_keys(policy) or ()) | {p.key for p in train_problems}
+    keys = set(start_keys) | {p.key for p in train_problems}
     return RunInputs(policy, train_problems, held_out[: config.train.eval_problems], sorted(keys, key=repr))
 
 
 def json_key(key: Any) -> Any:
-    """A task's key as JSON (tuples as lists), as trained_problems.json stores it."""
+    """A task's key as JSON (tuples as lists), as trained_problems.json.gz stores it."""
     return [json_key(k) for k in key] if isinstance(key, tuple) else key

@@ -2,15 +2,17 @@
 
 A checkpoint directory is a Hugging Face model directory (config.json, model.safetensors,
 tokenizer files, loadable offline by AutoModelForCausalLM) plus `trainer_state.pt`
-(optimizer states, step, data cursor, RNG states) and `trained_problems.json` (the keys,
-sorted numbers + target, of the problems the model was trained on, which evaluation
-uses to tell seen from unseen problems), with a manifest of every file's size and SHA-256
+(optimizer states, step, data cursor, RNG states) and `trained_problems.json.gz` (the keys
+of the problems the model was trained on, gzip-compressed JSON, which evaluation uses to
+tell seen from unseen problems; older checkpoints' plain `trained_problems.json` still
+reads), with a manifest of every file's size and SHA-256
 (learner/manifest.py) that `load_model` checks. It is written under a temporary name and
 renamed into place, so a crash never leaves a half-written checkpoint behind. A LoRA
 policy's directory also holds its adapter in peft's format, in adapter/ (learner/lora.py).
 """
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import shutil
@@ -25,7 +27,8 @@ from learner.manifest import commit_directory, temporary_directory
 from learner.models import CheckpointError, save_model
 
 TRAINER_STATE = "trainer_state.pt"
-TRAINED_PROBLEMS = "trained_problems.json"
+TRAINED_PROBLEMS = "trained_problems.json.gz"
+LEGACY_TRAINED_PROBLEMS = "trained_problems.json"
 
 
 def save_checkpoint(
@@ -60,18 +63,35 @@ def load_trainer_state(directory: str | Path) -> dict[str, Any]:
 
 def write_trained_keys(directory: str | Path, trained_keys: list | None) -> None:
     """TRAINED_PROBLEMS in `directory`: the keys of the problems a policy was trained on
-    (JSON), so that evaluations report accuracy over unseen problems; None writes nothing."""
+    (gzip-compressed JSON: 20,000 word problems' keys are 5.9 MB plain, 0.5 MB so), so that
+    evaluations report accuracy over unseen problems; None writes nothing. The bytes depend
+    on the keys only (no time stamp in the gzip header)."""
     if trained_keys is not None:
-        (Path(directory) / TRAINED_PROBLEMS).write_text(json.dumps(trained_keys))
+        data = json.dumps(trained_keys).encode()
+        (Path(directory) / TRAINED_PROBLEMS).write_bytes(gzip.compress(data, mtime=0))
+
+
+def read_trained_key_list(directory: str | Path) -> list | None:
+    """The keys a checkpoint records as JSON gave them (lists), from TRAINED_PROBLEMS or an
+    older checkpoint's plain LEGACY_TRAINED_PROBLEMS; None if it records none."""
+    directory = Path(directory)
+    packed, plain = directory / TRAINED_PROBLEMS, directory / LEGACY_TRAINED_PROBLEMS
+    try:
+        if packed.is_file():
+            return json.loads(gzip.decompress(packed.read_bytes()))
+        if plain.is_file():
+            return json.loads(plain.read_text())
+    except (OSError, EOFError, ValueError) as e:  # a truncated gzip, bad JSON
+        path = packed if packed.is_file() else plain
+        raise CheckpointError(f"{path}: unreadable trained-problem keys ({e})") from None
+    return None
 
 
 def load_trained_keys(directory: str | Path) -> set[Any] | None:
     """Keys of the problems a checkpoint was trained on (a task's problem keys, JSON lists
     read back as tuples), or None if it does not record them."""
-    path = Path(directory) / TRAINED_PROBLEMS
-    if not path.is_file():
-        return None
-    return {_frozen(key) for key in json.loads(path.read_text())}
+    keys = read_trained_key_list(directory)
+    return None if keys is None else {_frozen(key) for key in keys}
 
 
 def _frozen(value: Any) -> Any:

@@ -93,6 +93,7 @@ def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, oth
 
     from actors.errors import UsageError
     from learner.checkpoint import load_trained_keys
+    from learner.models import CheckpointError
     from reasoning.controllers.factory import make_controller
     from reasoning.eval.curves import budget_curves
     from reasoning.eval.harness import episode_record, run_all, summarize
@@ -104,9 +105,10 @@ def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, oth
 
     sampling = SamplingParams(max_tokens=config.eval.max_new_tokens, temperature=0.0)
     try:
+        trained_keys = load_trained_keys(checkpoint)  # read first: a bad file must not cost the run
         tokenizer = load_tokenizer(checkpoint)
         engine = make_engine(config.engine.backend, checkpoint, tokenizer, config.engine)
-    except (TokenizerError, UnsupportedModel, EngineConfigError) as e:
+    except (CheckpointError, TokenizerError, UnsupportedModel, EngineConfigError) as e:
         raise UsageError(str(e)) from None
     start = time.perf_counter()
     try:
@@ -118,7 +120,7 @@ def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, oth
             episodes = asyncio.run(run_all(problems, controller.run, config.eval.max_concurrent, bar.update))
     finally:
         engine.close()
-    summary = summarize(episodes, load_trained_keys(checkpoint))
+    summary = summarize(episodes, trained_keys)
     summary["curves"] = budget_curves(episodes)
     if hasattr(controller, "pass_at_k"):
         summary["k"] = config.multipath.k

@@ -1,6 +1,7 @@
 """`treadle model init`: a randomly initialised preset model and its tokenizer, in HF format.
 `treadle model add-thread-tokens`: a pretrained model with the thread markup as single tokens.
-`treadle model merge-lora`: a LoRA adapter (peft format) merged into its base, in HF format."""
+`treadle model merge-lora`: a LoRA adapter (peft format) merged into its base, in HF format.
+`treadle model convert`: a model's weights saved in another dtype (e.g. bf16, half the bytes)."""
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "RUN/checkpoints/step-N/policy/ and RUN/final/adapter/), merge W + B A * alpha / r into "
         "every adapted matrix, and save the merged model with its tokenizer to --out (config.json, "
         "model.safetensors, tokenizer files; loadable with AutoModelForCausalLM and by every "
-        "engine). The tokenizer and trained_problems.json come from the adapter directory when it "
-        "has them, else from the base. Example: treadle model merge-lora --adapter "
+        "engine). The tokenizer and the trained problems' keys come from the adapter directory when "
+        "it has them, else from the base. Example: treadle model merge-lora --adapter "
         "runs/x/checkpoints/step-20/policy --out merged/step-20",
     )
     p.add_argument("--adapter", required=True, type=Path, metavar="DIR", help="the adapter directory (peft format)")
@@ -60,6 +61,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="dtype of the saved weights (default auto: the base checkpoint's; the merge itself is fp32)",
     )  # fmt: skip
     p.set_defaults(run=run_merge_lora)
+    p = actions.add_parser(
+        "convert",
+        help="save a model's weights in another dtype",
+        description="Load a local Hugging Face model and save it with its weights in --dtype, with its "
+        "tokenizer, chat template and the trained problems' keys, to --out (a new model directory "
+        "with a manifest; a training checkpoint's optimizer state is not carried, so --resume needs "
+        "the original). bfloat16 halves an fp32 model's bytes; treadle loads it back in fp32 for "
+        "training and the CPU engines. Example: treadle model convert --model runs/x/final --out "
+        "checkpoints/x --dtype bfloat16",
+    )
+    p.add_argument("--model", required=True, type=Path, metavar="DIR", help="the Hugging Face model to convert")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write the converted model")
+    p.add_argument(
+        "--dtype", required=True, choices=("float32", "bfloat16", "float16"), help="dtype of the saved weights"
+    )
+    p.set_defaults(run=run_convert)
 
 
 def run_add_thread_tokens(args: argparse.Namespace) -> int:
@@ -92,10 +109,8 @@ def run_add_thread_tokens(args: argparse.Namespace) -> int:
 
 
 def run_merge_lora(args: argparse.Namespace) -> int:
-    import json
-
     from actors.errors import UsageError
-    from learner.checkpoint import TRAINED_PROBLEMS, save_checkpoint
+    from learner.checkpoint import read_trained_key_list, save_checkpoint
     from learner.lora import adapter_base, merge_adapter
     from learner.models import DTYPES, CheckpointError
     from rollout.tokenizer import TokenizerError, load_tokenizer
@@ -110,13 +125,34 @@ def run_merge_lora(args: argparse.Namespace) -> int:
         merged = merge_adapter(args.adapter, base)
         has_tokenizer = (args.adapter / "tokenizer_config.json").is_file()
         tokenizer = load_tokenizer(args.adapter if has_tokenizer else base)
+        keys = read_trained_key_list(args.adapter)
+        keys = read_trained_key_list(base) if keys is None else keys
     except (CheckpointError, TokenizerError) as e:
         raise UsageError(str(e)) from None
     dtype = _saved_dtype(base) if args.dtype == "auto" else args.dtype
-    trained = [d / TRAINED_PROBLEMS for d in (args.adapter, base) if (d / TRAINED_PROBLEMS).is_file()]
-    keys = json.loads(trained[0].read_text()) if trained else None
     save_checkpoint(args.out, merged.to(DTYPES[dtype]), tokenizer, None, keys)
     print(f"merged {args.adapter} into {base}; wrote {args.out} ({dtype})")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from actors.errors import UsageError
+    from learner.checkpoint import read_trained_key_list, save_checkpoint
+    from learner.models import CheckpointError, load_model
+    from rollout.tokenizer import TokenizerError, load_tokenizer
+    from transformers.utils import logging as hf_logging
+
+    if args.out.resolve() == args.model.resolve():
+        raise UsageError(f"--out: {args.out} is the model itself; write the converted model to a new directory")
+    hf_logging.disable_progress_bar()
+    try:
+        model = load_model(args.model, args.dtype)
+        tokenizer = load_tokenizer(args.model)
+        keys = read_trained_key_list(args.model)
+    except (CheckpointError, TokenizerError) as e:
+        raise UsageError(str(e)) from None
+    save_checkpoint(args.out, model, tokenizer, None, keys)
+    print(f"wrote {args.out} ({args.dtype}, from {args.model})")
     return 0
 
 

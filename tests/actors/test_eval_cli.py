@@ -83,3 +83,17 @@ def test_math_task_eval_on_the_sample_file(tmp_path):
     )  # fmt: skip
     assert apr.returncode == 0, apr.stderr[-2000:]
     assert json.loads((tmp_path / "apr" / "summary.json").read_text())["mode"] == "apr"
+
+
+def test_eval_with_damaged_trained_keys_names_the_file_before_it_runs(tmp_path):
+    model = tmp_path / "model"
+    assert treadle("model", "init", "--out", str(model)).returncode == 0
+    (model / "trained_problems.json.gz").write_bytes(b"\x1f\x8b not gzip")
+    problems = tmp_path / "p.jsonl"
+    problems.write_text('{"id": "a", "numbers": [1, 2], "target": 3}\n')
+    result = treadle(
+        "eval", "configs/countdown-3.yaml", f"eval.checkpoint={model}", "engine.backend=hf",
+        "--problems", str(problems), "--mode", "sequential", "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert result.returncode == 2 and "trained_problems.json.gz: unreadable" in result.stderr
+    assert not (tmp_path / "o" / "summary.json").exists()

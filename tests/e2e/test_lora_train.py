@@ -33,6 +33,7 @@ import torch
 
 from actors.rollout_log import read_rollout_logs
 from actors.run_log import read_jsonl
+from learner.checkpoint import read_trained_key_list
 from learner.models import load_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,7 +135,7 @@ def test_the_merged_checkpoint_gives_the_adapter_runs_greedy_outputs(run, tmp_pa
     adapter_config = json.loads((final / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["r"] == 8 and adapter_config["base_model_name_or_path"] == str((REPO / BASE).resolve())
     merged = merge(final / "adapter", tmp_path / "merged")
-    keys = [json.loads((d / "trained_problems.json").read_text()) for d in (merged, final)]
+    keys = [read_trained_key_list(d) for d in (merged, final)]
     assert keys[0] == keys[1]
     ours, theirs = load_file(merged / "model.safetensors"), load_file(final / "model.safetensors")
     assert ours.keys() == theirs.keys()
@@ -234,6 +235,6 @@ def test_two_lora_learners_equal_one(ray_session, tmp_path, mode):
     merged = AdapterMerger.from_state(read_state_dict(REPO / BASE)).merge(weights[0])  # what the workers load
     np.testing.assert_allclose(final["model.layers.0.mlp.down_proj.weight"].numpy(),
                                merged["model.layers.0.mlp.down_proj.weight"], atol=1e-6)  # fmt: skip
-    assert json.loads((tmp_path / "final" / "adapter" / "trained_problems.json").read_text()) == [[1, 2]]
+    assert read_trained_key_list(tmp_path / "final" / "adapter") == [[1, 2]]
     for learner in learners:
         ray.kill(learner)

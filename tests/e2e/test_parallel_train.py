@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from actors.run_log import read_jsonl
+from learner.checkpoint import read_trained_key_list
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,5 +48,5 @@ def test_two_parallel_block_steps_with_the_bonus_on_shared_batches(tmp_path):
         assert m["acceleration_ratio"] >= 1.0
     # Every loop checkpoint's policy records the problems trained on, as the final one does,
     # so `treadle eval` of an intermediate policy reports accuracy over unseen problems.
-    keys = (run_dir / "final" / "trained_problems.json").read_text()
-    assert (run_dir / "checkpoints" / "step-2" / "policy" / "trained_problems.json").read_text() == keys
+    keys = read_trained_key_list(run_dir / "final")
+    assert keys and read_trained_key_list(run_dir / "checkpoints" / "step-2" / "policy") == keys

@@ -106,3 +106,37 @@ def test_model_init_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "wrote tiny (" in result.stdout
     assert load_model(tmp_path).config.num_hidden_layers == PRESETS["tiny"].num_layers
+
+
+def _treadle_model(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "actors.cli", "model", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_model_convert_to_bf16_halves_the_weights_and_keeps_tokenizer_and_keys(tmp_path):
+    from learner.checkpoint import load_trained_keys
+
+    source = REPO / "checkpoints" / "countdown-3-sft-parallel"  # fp32, an older plain key file
+    result = _treadle_model("convert", "--model", str(source), "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "bf16"
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    size = (out / "model.safetensors").stat().st_size
+    assert size < 0.51 * (source / "model.safetensors").stat().st_size
+    original, converted = load_model(source).state_dict(), load_model(out).state_dict()  # back in fp32
+    assert original.keys() == converted.keys()
+    for name, tensor in original.items():
+        assert torch.equal(converted[name], tensor.to(torch.bfloat16).float()), name
+    assert load_trained_keys(out) == load_trained_keys(source) and len(load_trained_keys(out)) > 0
+    assert AutoTokenizer.from_pretrained(str(out)).get_vocab() == AutoTokenizer.from_pretrained(str(source)).get_vocab()
+
+
+def test_model_convert_refuses_its_own_directory_and_a_missing_model(tmp_path):
+    source = REPO / "checkpoints" / "countdown-3-sft-parallel"
+    result = _treadle_model("convert", "--model", str(source), "--out", str(source), "--dtype", "bfloat16")
+    assert result.returncode == 2 and "is the model itself" in result.stderr
+    missing = tmp_path / "none"
+    result = _treadle_model("convert", "--model", str(missing), "--out", str(tmp_path / "o"), "--dtype", "float16")
+    assert result.returncode == 2 and f"{missing}: not a model checkpoint" in result.stderr
+    assert not (tmp_path / "o").exists()

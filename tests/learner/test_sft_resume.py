@@ -42,7 +42,7 @@ def test_loss_falls_and_final_checkpoint_is_complete(full_run):
     assert [m["step"] for m in metrics] == list(range(1, 9))
     assert metrics[-1]["loss"] < metrics[0]["loss"]
     final = full_run / "final"
-    assert {"config.json", "model.safetensors", "tokenizer.json", "trained_problems.json"} <= {p.name for p in final.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "trained_problems.json.gz"} <= {p.name for p in final.iterdir()}
     keys = load_trained_keys(final)
     assert len(keys) == 300 and all(list(numbers) == sorted(numbers) for numbers, _ in keys)
     assert (full_run / "checkpoints" / "step-4" / "trainer_state.pt").is_file()
