@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 MODES = ("sequential", "apr", "parallel", "vote", "short-m@k", "prune", "confidence")
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if config.eval.num_problems:
         problems = problems[: config.eval.num_problems]
-    others = {}
+    others = []
     for directory in args.compare:
         path = directory / "summary.json"
         if not path.is_file():
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         other = json.loads(path.read_text())
         if not isinstance(other, dict) or not {"mode", "checkpoint", "curves"} <= set(other):
             raise UsageError(f"--compare {directory}: summary.json is not one that treadle eval wrote")
-        others[_label(other)] = other
+        others.append(other)
     try:
         summary = evaluate(config, task, checkpoint, problems, args.mode, args.out, others)
     finally:
@@ -82,11 +83,9 @@ def eval_checkpoint(config) -> Path:
     return Path(config.eval.checkpoint or config.model.path or run_dir(config) / "final")
 
 
-def _label(summary: dict) -> str:
-    return f"{summary['mode']} ({Path(summary['checkpoint']).name})"
-
-
-def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, others: dict | None = None) -> dict:
+def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, others: Sequence[dict] = ()) -> dict:
+    """Run and score every problem, write DIR's files and the plots, with the curves of the
+    `others` (earlier evaluations' summaries) beside this one's; the summary."""
     import asyncio
 
     from tqdm import tqdm
@@ -97,7 +96,7 @@ def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, oth
     from reasoning.controllers.factory import make_controller
     from reasoning.eval.curves import budget_curves
     from reasoning.eval.harness import episode_record, run_all, summarize
-    from reasoning.eval.plots import plot_curves
+    from reasoning.eval.plots import curve_labels, plot_curves
     from rollout.engine import SamplingParams
     from rollout.errors import EngineConfigError, UnsupportedModel
     from rollout.factory import make_engine
@@ -132,5 +131,5 @@ def evaluate(config, task, checkpoint: Path, problems, mode: str, out: Path, oth
     with (out / "results.jsonl").open("w") as f:
         for episode in episodes:
             f.write(json.dumps(episode_record(episode)) + "\n")
-    plot_curves({_label(summary): summary, **(others or {})}, out)
+    plot_curves(curve_labels([summary, *others]), out)
     return summary

@@ -1,4 +1,5 @@
-"""PNG plots of the budget curves (reasoning/eval/curves.py) of one or more evaluations."""
+"""PNG plots of the budget curves (reasoning/eval/curves.py) of one or more evaluations,
+each line labelled by its mode and model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,36 @@ CURVES = {
     "accuracy_vs_total_tokens": "total tokens generated",
     "accuracy_vs_critical_path_tokens": "critical-path tokens (latency)",
 }
+
+
+GENERIC_PARTS = frozenset({"final", "policy", "adapter", "checkpoints"})
+"""Directory names a run gives every model (RUN/final, RUN/checkpoints/step-N/policy): a
+label names the run instead."""
+
+
+def model_name(checkpoint: str | Path) -> str:
+    """What a model directory is called in a plot: checkpoints/x -> "x", runs/x/final -> "x",
+    runs/x/checkpoints/step-20/policy -> "x step-20"."""
+    parts = [p for p in Path(checkpoint).parts if p not in GENERIC_PARTS and p != Path(checkpoint).anchor]
+    if not parts:
+        return str(checkpoint)
+    if parts[-1].startswith("step-") and len(parts) > 1:
+        return f"{parts[-2]} {parts[-1]}"
+    return parts[-1]
+
+
+def curve_labels(summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each evaluation summary under a label of its own, in order: "mode (model)", and
+    " #2", " #3" after a label already taken, so that no evaluation hides another."""
+    labelled: dict[str, dict[str, Any]] = {}
+    for summary in summaries:
+        label = base = f"{summary['mode']} ({model_name(summary['checkpoint'])})"
+        n = 1
+        while label in labelled:
+            n += 1
+            label = f"{base} #{n}"
+        labelled[label] = summary
+    return labelled
 
 
 def plot_curves(summaries: dict[str, dict[str, Any]], out_dir: Path) -> list[Path]:
