@@ -16,6 +16,7 @@ import gzip
 import json
 import random
 import shutil
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,19 +73,29 @@ def write_trained_keys(directory: str | Path, trained_keys: list | None) -> None
 
 
 def read_trained_key_list(directory: str | Path) -> list | None:
-    """The keys a checkpoint records as JSON gave them (lists), from TRAINED_PROBLEMS or an
-    older checkpoint's plain LEGACY_TRAINED_PROBLEMS; None if it records none."""
+    """The keys a checkpoint records as JSON gave them (lists), from TRAINED_PROBLEMS or, in
+    an older checkpoint, the plain LEGACY_TRAINED_PROBLEMS; None if it records none. A file
+    that is not a JSON list of keys (strings, numbers, lists of them) is a CheckpointError
+    naming it."""
     directory = Path(directory)
-    packed, plain = directory / TRAINED_PROBLEMS, directory / LEGACY_TRAINED_PROBLEMS
+    candidates = (directory / TRAINED_PROBLEMS, directory / LEGACY_TRAINED_PROBLEMS)  # the newer wins
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        return None
     try:
-        if packed.is_file():
-            return json.loads(gzip.decompress(packed.read_bytes()))
-        if plain.is_file():
-            return json.loads(plain.read_text())
-    except (OSError, EOFError, ValueError) as e:  # a truncated gzip, bad JSON
-        path = packed if packed.is_file() else plain
+        data = path.read_bytes()
+        keys = json.loads(gzip.decompress(data) if path.name == TRAINED_PROBLEMS else data)
+    except (OSError, EOFError, ValueError, zlib.error) as e:  # truncated or damaged gzip, bad JSON
         raise CheckpointError(f"{path}: unreadable trained-problem keys ({e})") from None
-    return None
+    if not isinstance(keys, list) or not all(_is_key(key) for key in keys):
+        raise CheckpointError(f"{path}: not a JSON list of trained-problem keys (strings, numbers, lists of them)")
+    return keys
+
+
+def _is_key(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_is_key(v) for v in value)
+    return isinstance(value, (str, int, float)) or value is None
 
 
 def load_trained_keys(directory: str | Path) -> set[Any] | None:

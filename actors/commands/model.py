@@ -66,9 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="save a model's weights in another dtype",
         description="Load a local Hugging Face model and save it with its weights in --dtype, with its "
         "tokenizer, chat template and the trained problems' keys, to --out (a new model directory "
-        "with a manifest; a training checkpoint's optimizer state is not carried, so --resume needs "
-        "the original). bfloat16 halves an fp32 model's bytes; treadle loads it back in fp32 for "
-        "training and the CPU engines. Example: treadle model convert --model runs/x/final --out "
+        "with a manifest; a training checkpoint's optimizer state and a LoRA run's adapter/ are not "
+        "carried, so --resume needs the original; --out must not overlap --model, and an existing "
+        "--out is replaced only if treadle wrote it). bfloat16 halves an fp32 model's bytes; treadle "
+        "loads it back in fp32 for training and the CPU engines. Example: treadle model convert --model runs/x/final --out "
         "checkpoints/x --dtype bfloat16",
     )
     p.add_argument("--model", required=True, type=Path, metavar="DIR", help="the Hugging Face model to convert")
@@ -122,6 +123,7 @@ def run_merge_lora(args: argparse.Namespace) -> int:
         if not base:
             raise UsageError(f"{args.adapter}: adapter_config.json names no base model; pass --base DIR")
         base = Path(base)
+        check_output_directory(args.out, args.adapter, base)
         merged = merge_adapter(args.adapter, base)
         has_tokenizer = (args.adapter / "tokenizer_config.json").is_file()
         tokenizer = load_tokenizer(args.adapter if has_tokenizer else base)
@@ -142,8 +144,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from rollout.tokenizer import TokenizerError, load_tokenizer
     from transformers.utils import logging as hf_logging
 
-    if args.out.resolve() == args.model.resolve():
-        raise UsageError(f"--out: {args.out} is the model itself; write the converted model to a new directory")
+    check_output_directory(args.out, args.model)
     hf_logging.disable_progress_bar()
     try:
         model = load_model(args.model, args.dtype)
@@ -154,6 +155,25 @@ def run_convert(args: argparse.Namespace) -> int:
     save_checkpoint(args.out, model, tokenizer, None, keys)
     print(f"wrote {args.out} ({args.dtype}, from {args.model})")
     return 0
+
+
+def check_output_directory(out: Path, *sources: Path) -> None:
+    """UsageError unless `out` may be replaced whole (as save_checkpoint replaces it): it must
+    not be a source, hold one or lie inside one, and if it exists it must be empty or a
+    model directory treadle wrote (with its manifest), so that nothing else is lost."""
+    from actors.errors import UsageError
+    from learner.manifest import MANIFEST
+
+    target = out.resolve()
+    for source in sources:
+        where = source.resolve()
+        if target == where or target in where.parents or where in target.parents:
+            raise UsageError(
+                f"--out {out}: it is {source}, holds it or lies inside it; write to a directory of its own"
+            )
+    if target.is_file() or (target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file()):
+        raise UsageError(f"--out {out}: exists and is not a model directory treadle wrote (no {MANIFEST}); "
+                         "nothing was replaced: remove it or choose another")  # fmt: skip
 
 
 def _saved_dtype(base: Path) -> str:

@@ -2,6 +2,7 @@
 each line labelled by its mode and model."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,11 @@ label names the run instead."""
 def model_name(checkpoint: str | Path) -> str:
     """What a model directory is called in a plot: checkpoints/x -> "x", runs/x/final -> "x",
     runs/x/checkpoints/step-20/policy -> "x step-20"."""
-    parts = [p for p in Path(checkpoint).parts if p not in GENERIC_PARTS and p != Path(checkpoint).anchor]
+    path = Path(checkpoint)
+    parts = [p for p in path.parts if p not in GENERIC_PARTS and p != path.anchor]
     if not parts:
         return str(checkpoint)
-    if parts[-1].startswith("step-") and len(parts) > 1:
+    if re.fullmatch(r"step-\d+", parts[-1]) and len(parts) > 1:
         return f"{parts[-2]} {parts[-1]}"
     return parts[-1]
 

@@ -206,6 +206,10 @@ def test_merge_lora_rebuilds_the_adapter_models_logits_and_greedy_outputs(tokeni
 
     assert treadle(["model", "merge-lora", "--adapter", str(tmp_path / "base"), "--out", str(tmp_path / "x")]) == 2
     assert "not a peft adapter (no adapter_config.json)" in capsys.readouterr().err
+    for out in (tmp_path, tmp_path / "adapter" / "merged", tmp_path / "base"):  # would replace the adapter or base
+        assert treadle(["model", "merge-lora", "--adapter", str(tmp_path / "adapter"), "--out", str(out)]) == 2
+        assert f"--out {out}: it is" in capsys.readouterr().err
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file() and load_model(tmp_path / "base") is not None
 
 
 def test_the_lora_config_names_bad_keys():

@@ -132,10 +132,28 @@ def test_model_convert_to_bf16_halves_the_weights_and_keeps_tokenizer_and_keys(t
     assert AutoTokenizer.from_pretrained(str(out)).get_vocab() == AutoTokenizer.from_pretrained(str(source)).get_vocab()
 
 
-def test_model_convert_refuses_its_own_directory_and_a_missing_model(tmp_path):
-    source = REPO / "checkpoints" / "countdown-3-sft-parallel"
-    result = _treadle_model("convert", "--model", str(source), "--out", str(source), "--dtype", "bfloat16")
-    assert result.returncode == 2 and "is the model itself" in result.stderr
+def test_model_convert_refuses_an_out_that_would_replace_what_it_should_not(tmp_path):
+    import shutil
+
+    run = tmp_path / "runs" / "x"
+    source = run / "final"
+    shutil.copytree(REPO / "checkpoints" / "countdown-3-sft-parallel", source)
+    (run / "log.txt").write_text("a run's own file")
+    elsewhere = tmp_path / "notes"
+    elsewhere.mkdir()
+    (elsewhere / "todo.txt").write_text("not a model")
+    for out in (source, run, source / "bf16", elsewhere):
+        result = _treadle_model("convert", "--model", str(source), "--out", str(out), "--dtype", "bfloat16")
+        assert result.returncode == 2 and f"--out {out}:" in result.stderr, (out, result.stderr)
+    assert (run / "log.txt").is_file() and (elsewhere / "todo.txt").is_file() and not (source / "bf16").exists()
+    load_model(source)  # its manifest still verifies: nothing was written into it
+    again = tmp_path / "bf16"
+    for _ in range(2):  # a directory treadle wrote may be replaced
+        result = _treadle_model("convert", "--model", str(source), "--out", str(again), "--dtype", "bfloat16")
+        assert result.returncode == 0, result.stderr
+
+
+def test_model_convert_of_a_missing_model_names_it(tmp_path):
     missing = tmp_path / "none"
     result = _treadle_model("convert", "--model", str(missing), "--out", str(tmp_path / "o"), "--dtype", "float16")
     assert result.returncode == 2 and f"{missing}: not a model checkpoint" in result.stderr

@@ -14,6 +14,7 @@ from reasoning.eval.plots import CURVES, curve_labels, model_name, plot_curves
         ("/abs/runs/x/final/adapter", "x"),
         ("runs/x/checkpoints/step-20/policy", "x step-20"),
         ("step-3", "step-3"),
+        ("runs/step-up/final", "step-up"),
         ("final", "final"),
         ("/", "/"),
     ],
