@@ -64,9 +64,9 @@ def load_trainer_state(directory: str | Path) -> dict[str, Any]:
 
 def write_trained_keys(directory: str | Path, trained_keys: list | None) -> None:
     """TRAINED_PROBLEMS in `directory`: the keys of the problems a policy was trained on
-    (gzip-compressed JSON: 20,000 word problems' keys are 5.9 MB plain, 0.5 MB so), so that
-    evaluations report accuracy over unseen problems; None writes nothing. The bytes depend
-    on the keys only (no time stamp in the gzip header)."""
+    (gzip-compressed JSON: 20,000 word problems' keys take 5.9 MB plain and 0.5 MB
+    compressed), so that evaluations report accuracy over unseen problems; None writes
+    nothing. The bytes depend on the keys only (no time stamp in the gzip header)."""
     if trained_keys is not None:
         data = json.dumps(trained_keys).encode()
         (Path(directory) / TRAINED_PROBLEMS).write_bytes(gzip.compress(data, mtime=0))
