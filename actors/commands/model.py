@@ -7,6 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+SAVED_DTYPES = ("float32", "bfloat16", "float16")
+"""learner.models.DTYPES's names, spelled out so that the CLI starts without importing torch
+(a test keeps them equal)."""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     model = subparsers.add_parser("model", help="create model checkpoints")
@@ -57,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write the merged checkpoint")
     p.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+        "--dtype", default="auto", choices=("auto", *SAVED_DTYPES),
         help="dtype of the saved weights (default auto: the base checkpoint's; the merge itself is fp32)",
     )  # fmt: skip
     p.set_defaults(run=run_merge_lora)
@@ -69,13 +73,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "with a manifest; a training checkpoint's optimizer state and a LoRA run's adapter/ are not "
         "carried, so --resume needs the original; --out must not overlap --model, and an existing "
         "--out is replaced only if treadle wrote it). bfloat16 halves an fp32 model's bytes; treadle "
-        "loads it back in fp32 for training and the CPU engines. Example: treadle model convert --model runs/x/final --out "
-        "checkpoints/x --dtype bfloat16",
+        "loads it back in fp32 for training and the CPU engines. Example: treadle model convert "
+        "--model runs/x/final --out checkpoints/x --dtype bfloat16",
     )
     p.add_argument("--model", required=True, type=Path, metavar="DIR", help="the Hugging Face model to convert")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write the converted model")
     p.add_argument(
-        "--dtype", required=True, choices=("float32", "bfloat16", "float16"), help="dtype of the saved weights"
+        "--dtype", required=True, choices=SAVED_DTYPES, help="dtype of the saved weights"
     )
     p.set_defaults(run=run_convert)
 
@@ -182,7 +186,7 @@ def _saved_dtype(base: Path) -> str:
 
     config = json.loads((base / "config.json").read_text())
     dtype = config.get("dtype") or config.get("torch_dtype")
-    return dtype if dtype in ("float32", "bfloat16", "float16") else "float32"
+    return dtype if dtype in SAVED_DTYPES else "float32"
 
 
 def run(args: argparse.Namespace) -> int:

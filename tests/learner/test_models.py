@@ -97,21 +97,24 @@ def test_weights_that_do_not_fit_the_config_are_refused_naming_the_tensor(tokeni
         load_model(directory)
 
 
+def _treadle_model(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "actors.cli", "model", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
 def test_model_init_command(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "actors.cli", "model", "init", "--config", "configs/countdown-3.yaml",
-         "--out", str(tmp_path), "model.init_seed=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = _treadle_model("init", "--config", "configs/countdown-3.yaml", "--out", str(tmp_path), "model.init_seed=1")
     assert result.returncode == 0, result.stderr
     assert "wrote tiny (" in result.stdout
     assert load_model(tmp_path).config.num_hidden_layers == PRESETS["tiny"].num_layers
 
 
-def _treadle_model(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "actors.cli", "model", *args], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+def test_model_commands_offer_exactly_the_dtypes_treadle_loads():
+    from actors.commands.model import SAVED_DTYPES
+    from learner.models import DTYPES
+
+    assert SAVED_DTYPES == tuple(DTYPES)
 
 
 def test_model_convert_to_bf16_halves_the_weights_and_keeps_tokenizer_and_keys(tmp_path):
